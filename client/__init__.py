@@ -1,0 +1,1 @@
+"""Flower ClientApp: one hospital site training SegGuidedNet on its own data."""

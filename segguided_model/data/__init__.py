@@ -1,0 +1,1 @@
+"""Data: case discovery, quality gate, MONAI pipeline, synthetic hospitals and partitions."""

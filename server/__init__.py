@@ -1,0 +1,1 @@
+"""Flower ServerApp: strategy, central validation, checkpoints and run history."""
