@@ -1,0 +1,47 @@
+"""SegAttentionGate: supervised sub-region attention maps that gate decoder features."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segguided_model.labels import SUBREGIONS
+
+
+class SegAttentionGate(nn.Module):
+    """Turn decoder features into NCR/ED/ET attention maps and gate the features with them.
+
+    The gate is deliberately lightweight (``7 * channels + 3`` parameters):
+
+    1. ``maps = sigmoid(conv1x1(features))``: three maps in [0, 1], one per sub-region in
+       ``labels.SUBREGIONS`` order (NCR, ED, ET). The attention loss supervises them
+       with the ground-truth sub-region masks at this stage's resolution.
+    2. ``gated = features * (1 + conv1x1(maps))``: a learned per-channel mix of the three
+       maps rescales every feature voxel-wise. The mixing convolution starts at zero, so
+       a freshly built gated network computes exactly what the network without gates
+       does; the gates then learn how much each sub-region should amplify or damp each
+       feature channel.
+
+    Args:
+        channels: number of decoder feature channels ``C``.
+
+    Shapes:
+        ``features (B, C, D, H, W)`` → ``(gated (B, C, D, H, W), maps (B, 3, D, H, W))``.
+
+    Raises:
+        ValueError: ``channels`` is not a positive integer.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        n_maps = len(SUBREGIONS)
+        self.to_maps = nn.Conv3d(channels, n_maps, kernel_size=1)
+        self.to_gate = nn.Conv3d(n_maps, channels, kernel_size=1, bias=False)
+        nn.init.zeros_(self.to_gate.weight)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = torch.sigmoid(self.to_maps(features))
+        gated = features * (1 + self.to_gate(maps))
+        return gated, maps

@@ -1,0 +1,103 @@
+"""Residual encoder and decoder stages of SegGuidedNet, built from MONAI blocks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from monai.networks.blocks import UnetResBlock
+from monai.networks.blocks.dynunet_block import get_conv_layer
+from torch import nn
+
+Norm = Literal["instance", "group"]
+
+_MAX_GROUPS = 8
+
+
+def norm_layer_spec(norm: Norm, channels: int) -> tuple[str, dict]:
+    """MONAI norm spec for ``channels`` features that FedAvg can average safely.
+
+    Instance and group norm keep no running statistics, so averaging their weights
+    across sites is sound (BatchNorm's running means are not). Both carry a learnable
+    affine. Group norm uses the largest of 8, 4, 2, 1 groups that divides ``channels``.
+
+    Raises:
+        ValueError: ``norm`` is neither ``"instance"`` nor ``"group"``.
+    """
+    if norm == "instance":
+        return ("instance", {"affine": True})
+    if norm == "group":
+        groups = next(g for g in (_MAX_GROUPS, 4, 2, 1) if channels % g == 0)
+        return ("group", {"num_groups": groups})
+    raise ValueError(f"norm must be 'instance' or 'group', got {norm!r}")
+
+
+class EncoderStage(nn.Module):
+    """One encoder level: a residual block, strided by 2 except at full resolution.
+
+    Wraps ``monai.networks.blocks.UnetResBlock`` (conv-norm-act-conv-norm plus a 1×1×1
+    projected shortcut when width or stride change).
+
+    Args:
+        in_channels: input features.
+        out_channels: output features.
+        downsample: halve every spatial dimension.
+        norm: ``"instance"`` or ``"group"``.
+
+    Shapes:
+        ``(B, in_channels, D, H, W)`` → ``(B, out_channels, D/s, H/s, W/s)``, s = 2 if
+        ``downsample`` else 1.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, downsample: bool, norm: Norm) -> None:
+        super().__init__()
+        self.block = UnetResBlock(
+            spatial_dims=3,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=3,
+            stride=2 if downsample else 1,
+            norm_name=norm_layer_spec(norm, out_channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class DecoderStage(nn.Module):
+    """One decoder level: ×2 transposed-conv upsampling, skip concatenation, residual block.
+
+    Args:
+        in_channels: features of the coarser level.
+        skip_channels: features of the encoder skip at this level.
+        out_channels: output features.
+        norm: ``"instance"`` or ``"group"``.
+
+    Shapes:
+        ``x (B, in_channels, D, H, W)`` and ``skip (B, skip_channels, 2D, 2H, 2W)`` →
+        ``(B, out_channels, 2D, 2H, 2W)``.
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, norm: Norm) -> None:
+        super().__init__()
+        self.upsample = get_conv_layer(
+            3,
+            in_channels,
+            out_channels,
+            kernel_size=2,
+            stride=2,
+            conv_only=True,
+            is_transposed=True,
+            bias=False,
+        )
+        self.block = UnetResBlock(
+            spatial_dims=3,
+            in_channels=out_channels + skip_channels,
+            out_channels=out_channels,
+            kernel_size=3,
+            stride=1,
+            norm_name=norm_layer_spec(norm, out_channels),
+        )
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.block(torch.cat([self.upsample(x), skip], dim=1))

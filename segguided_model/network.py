@@ -1,0 +1,185 @@
+"""SegGuidedNet: a 3D residual encoder-decoder whose decoder stages are gated by supervised attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from segguided_model.attention import SegAttentionGate
+from segguided_model.blocks import DecoderStage, EncoderStage
+from segguided_model.labels import REGIONS
+
+
+class ModelConfig(BaseModel):
+    """Architecture of a ``SegGuidedNet``; stored in every checkpoint.
+
+    Attributes:
+        in_channels: input modalities (T1, T1c, T2, FLAIR).
+        out_channels: region logits (ET, TC, WT).
+        base_width: features at full resolution; doubled at each coarser level.
+        levels: resolution levels including full resolution; the input's spatial size
+            must be divisible by ``2 ** (levels - 1)``.
+        max_width: cap on the features of any level.
+        attention_gates: put a ``SegAttentionGate`` after every decoder stage.
+        deep_supervision: also output region logits of the coarser decoder stages.
+        norm: ``"instance"`` or ``"group"`` normalisation (both federate safely).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    in_channels: int = Field(4, ge=1)
+    out_channels: int = Field(len(REGIONS), ge=1)
+    base_width: int = Field(32, ge=2)
+    levels: int = Field(5, ge=2, le=8)
+    max_width: int = Field(320, ge=2)
+    attention_gates: bool = True
+    deep_supervision: bool = False
+    norm: Literal["instance", "group"] = "instance"
+
+    @model_validator(mode="after")
+    def _max_width_not_below_base(self) -> "ModelConfig":
+        if self.max_width < self.base_width:
+            raise ValueError(
+                f"max_width ({self.max_width}) must be at least base_width ({self.base_width})"
+            )
+        return self
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Features of each level, full resolution first."""
+        return tuple(min(self.base_width * 2**level, self.max_width) for level in range(self.levels))
+
+    @property
+    def size_divisor(self) -> int:
+        """Every spatial input dimension must be a multiple of this: ``2 ** (levels - 1)``."""
+        return 2 ** (self.levels - 1)
+
+
+@dataclass(frozen=True)
+class SegGuidedOutput:
+    """What ``SegGuidedNet.forward`` returns, in training and evaluation alike.
+
+    Attributes:
+        logits: region logits ``(B, 3, D, H, W)`` in ``labels.REGIONS`` order (ET, TC, WT);
+            apply a sigmoid for probabilities.
+        attention_maps: one ``(B, 3, d_i, h_i, w_i)`` tensor in [0, 1] per decoder stage,
+            in ``labels.SUBREGIONS`` order (NCR, ED, ET), coarsest stage first, so the
+            last is at full resolution. Empty without attention gates.
+        deep_supervision_logits: region logits of every decoder stage but the last,
+            coarsest first. Empty without deep supervision.
+    """
+
+    logits: torch.Tensor
+    attention_maps: tuple[torch.Tensor, ...] = ()
+    deep_supervision_logits: tuple[torch.Tensor, ...] = ()
+
+
+class SegGuidedNet(nn.Module):
+    """3D residual encoder-decoder over four MRI modalities with segmentation-attention gates.
+
+    Encoder: ``levels`` residual stages (``EncoderStage``), the first at full resolution,
+    each further one strided by 2. Decoder: ``levels - 1`` stages (``DecoderStage``) that
+    upsample, concatenate the encoder skip and apply a residual block. After each decoder
+    stage a ``SegAttentionGate`` predicts NCR/ED/ET attention maps, gates the features
+    with them and hands the maps out for supervision.
+
+    The head predicts the three nested BraTS regions (ET, TC, WT) as independent sigmoid
+    logits rather than mutually exclusive labels with a softmax: the BraTS metrics are
+    computed on those regions, and optimising them directly (region-based training) is
+    what nnU-Net and the BraTS challenge winners do.
+
+    ``SegGuidedNet()`` builds the default full-size network; ``attention_gates=False``
+    builds the identical network without gates (the ablation baseline).
+
+    Args:
+        **fields: any field of ``ModelConfig``.
+
+    Shapes:
+        ``x (B, in_channels, D, H, W)`` with D, H, W multiples of ``size_divisor`` →
+        ``SegGuidedOutput`` (see there).
+
+    Raises:
+        ValueError: a field is invalid (pydantic's ``ValidationError`` names it).
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__()
+        self.config = ModelConfig(**fields)
+        cfg = self.config
+        widths = cfg.widths
+        self.encoder = nn.ModuleList(
+            EncoderStage(
+                cfg.in_channels if level == 0 else widths[level - 1],
+                widths[level],
+                downsample=level > 0,
+                norm=cfg.norm,
+            )
+            for level in range(cfg.levels)
+        )
+        decoder_levels = range(cfg.levels - 2, -1, -1)  # coarsest decoder stage first
+        self.decoder = nn.ModuleList(
+            DecoderStage(widths[level + 1], widths[level], widths[level], norm=cfg.norm)
+            for level in decoder_levels
+        )
+        self.gates = nn.ModuleList(
+            SegAttentionGate(widths[level]) for level in decoder_levels if cfg.attention_gates
+        )
+        self.deep_supervision_heads = nn.ModuleList(
+            nn.Conv3d(widths[level], cfg.out_channels, kernel_size=1)
+            for level in decoder_levels
+            if cfg.deep_supervision and level > 0
+        )
+        self.head = nn.Conv3d(widths[0], cfg.out_channels, kernel_size=1)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "SegGuidedNet":
+        return cls(**config.model_dump())
+
+    @property
+    def size_divisor(self) -> int:
+        """Every spatial input dimension must be a multiple of this: ``2 ** (levels - 1)``."""
+        return self.config.size_divisor
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` if ``x`` is not ``(B, in_channels, D, H, W)`` with fitting sizes."""
+        if x.ndim != 5:
+            raise ValueError(f"expected input (B, C, D, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"expected {self.config.in_channels} input channels, got {x.shape[1]} "
+                f"(shape {tuple(x.shape)})"
+            )
+        divisor = self.size_divisor
+        spatial = tuple(x.shape[2:])
+        bad = [size for size in spatial if size % divisor or size == 0]
+        if bad:
+            hints = ", ".join(
+                f"{size} -> {max(divisor, size // divisor * divisor)} or {(size // divisor + 1) * divisor}"
+                for size in dict.fromkeys(bad)
+            )
+            raise ValueError(
+                f"input spatial size {spatial} does not fit the strides of a {self.config.levels}-level "
+                f"network: every dimension must be a multiple of {divisor} (e.g. {hints})"
+            )
+
+    def forward(self, x: torch.Tensor) -> SegGuidedOutput:
+        self.check_input(x)
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        attention_maps = []
+        deep_logits = []
+        for index, stage in enumerate(self.decoder):
+            x = stage(x, skips.pop())
+            if self.gates:
+                x, maps = self.gates[index](x)
+                attention_maps.append(maps)
+            if index < len(self.deep_supervision_heads):
+                deep_logits.append(self.deep_supervision_heads[index](x))
+        return SegGuidedOutput(self.head(x), tuple(attention_maps), tuple(deep_logits))
