@@ -1,0 +1,151 @@
+"""The run configuration: ``[tool.flwr.app.config]`` parsed once into a validated model.
+
+Every key a person can set with ``--run-config`` is a field here, spelled in kebab-case on
+the wire. Nothing below the app layer sees the raw dictionary: the ServerApp and the
+ClientApp both call ``RunConfig.from_flower`` and pass the typed object down.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segguided_model.network import ModelConfig
+
+
+class RunConfigError(ValueError):
+    """The run configuration is invalid; the message names each bad key."""
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class RunConfig(BaseModel):
+    """Everything that defines one federated run.
+
+    Sizes are voxels; ``patch-size`` is one edge of a cube or ``"D,H,W"``.
+    """
+
+    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, extra="forbid", frozen=True)
+
+    # Federation
+    num_server_rounds: int = Field(8, ge=1)
+    fraction_fit: float = Field(1.0, gt=0.0, le=1.0)
+    min_fit_clients: int = Field(2, ge=1, description="a round aggregates only if at least this many clients succeed")
+    min_available_clients: int = Field(2, ge=1)
+    fraction_evaluate: float = Field(1.0, ge=0.0, le=1.0, description="0 disables federated evaluation")
+    strategy: Literal["fedavg", "fedprox", "fedadam", "fedyogi"] = "fedavg"
+    proximal_mu: float = Field(0.01, ge=0.0, description="FedProx proximal weight")
+    server_learning_rate: float = Field(0.01, gt=0.0, description="FedAdam/FedYogi server step size")
+    server_tau: float = Field(1e-3, gt=0.0, description="FedAdam/FedYogi adaptivity")
+
+    # Local training
+    local_epochs: int = Field(0, ge=0, description="epochs per round; 0 means use local-steps")
+    local_steps: int = Field(40, ge=1)
+    batch_size: int = Field(2, ge=1)
+    patch_size: str = "48"
+    learning_rate: float = Field(2e-3, gt=0.0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(1e-5, ge=0.0)
+    attention_weight: float = Field(0.1, ge=0.0, description="lambda of the attention-supervision loss")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    data_loader_workers: int = Field(0, ge=0)
+
+    # Model
+    model_base_width: int = Field(8, ge=1)
+    model_levels: int = Field(4, ge=2)
+    deep_supervision: bool = False
+
+    # Data
+    data_dir: str = Field("", description="site data (deployment: per-node data-path wins); empty = synthetic data")
+    synthetic_sites: int = Field(3, ge=1)
+    synthetic_cases_per_site: int = Field(16, ge=2)
+    synthetic_validation_cases: int = Field(8, ge=1)
+    synthetic_size: int = Field(48, ge=16)
+    validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    server_validation_dir: str = Field("", description="central validation cases; empty = the synthetic held-out set")
+
+    # Outputs
+    output_dir: str = "runs"
+    run_name: str = Field("", description="folder under output-dir; empty = a new timestamped name")
+    resume: bool = False
+    keep_round_checkpoints: int = Field(2, ge=0, description="0 keeps every round's checkpoint")
+    seed: int = 0
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch_size_is_cube_or_triple(cls, value: str) -> str:
+        parts = [p.strip() for p in str(value).split(",")]
+        if len(parts) not in (1, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"expected one positive integer or 'D,H,W', got {value!r}")
+        return ",".join(parts)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        if self.min_fit_clients > self.min_available_clients:
+            raise ValueError(
+                f"min-fit-clients ({self.min_fit_clients}) exceeds min-available-clients "
+                f"({self.min_available_clients})"
+            )
+        divisor = 2 ** (self.model_levels - 1)
+        bad = [size for size in self.patch_shape if size % divisor]
+        if bad:
+            raise ValueError(
+                f"patch-size {self.patch_size} does not fit model-levels={self.model_levels}: "
+                f"every edge must be a multiple of {divisor}"
+            )
+        return self
+
+    @property
+    def patch_shape(self) -> tuple[int, int, int]:
+        sizes = [int(p) for p in self.patch_size.split(",")]
+        return (sizes[0],) * 3 if len(sizes) == 1 else (sizes[0], sizes[1], sizes[2])
+
+    @property
+    def model(self) -> ModelConfig:
+        return ModelConfig(
+            base_width=self.model_base_width,
+            levels=self.model_levels,
+            attention_gates=True,
+            deep_supervision=self.deep_supervision,
+        )
+
+    @property
+    def uses_synthetic_data(self) -> bool:
+        return not self.data_dir
+
+    def synthetic_root(self) -> Path:
+        """Where the synthetic federation for these settings lives (shared by server and clients)."""
+        return default_cache_dir() / (
+            f"synthetic-{self.synthetic_sites}x{self.synthetic_cases_per_site}"
+            f"-v{self.synthetic_validation_cases}-{self.synthetic_size}-seed{self.seed}"
+        )
+
+    def to_flower(self) -> dict[str, Any]:
+        """The kebab-case dictionary, as written in ``pyproject.toml``."""
+        return self.model_dump(by_alias=True)
+
+    @classmethod
+    def from_flower(cls, run_config: Mapping[str, Any]) -> "RunConfig":
+        """Parse Flower's run config; raise ``RunConfigError`` naming every bad key."""
+        try:
+            return cls.model_validate(dict(run_config))
+        except ValidationError as error:
+            problems = []
+            for item in error.errors():
+                key = ".".join(str(part) for part in item["loc"]) or "run config"
+                problems.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+            raise RunConfigError("invalid run config: " + "; ".join(problems)) from None
+
+
+def default_cache_dir() -> Path:
+    """``$SEGGUIDED_CACHE`` or ``$XDG_CACHE_HOME/segguided-fl`` (``~/.cache/segguided-fl``)."""
+    if explicit := os.environ.get("SEGGUIDED_CACHE"):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "segguided-fl"

@@ -1,0 +1,66 @@
+"""The run config: pyproject defaults match the typed model, and bad values fail by name."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from server.config import RunConfig, RunConfigError
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _app_config() -> dict:
+    return tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+
+
+def test_pyproject_declares_every_key_with_the_typed_default():
+    assert _app_config() == RunConfig().to_flower()
+
+
+def test_pyproject_config_parses():
+    config = RunConfig.from_flower(_app_config())
+    assert config.patch_shape == (48, 48, 48)
+    assert config.model.levels == config.model_levels
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(RunConfigError, match="num-rounds"):
+        RunConfig.from_flower({**_app_config(), "num-rounds": 3})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(RunConfigError, match="learning-rate"):
+        RunConfig.from_flower({**_app_config(), "learning-rate": "fast"})
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("num-server-rounds", 0),
+        ("fraction-fit", 1.5),
+        ("strategy", "fedmagic"),
+        ("attention-weight", -0.1),
+        ("patch-size", "48,48"),
+    ],
+)
+def test_impossible_values_are_named(key, value):
+    with pytest.raises(RunConfigError, match=key):
+        RunConfig.from_flower({**_app_config(), key: value})
+
+
+def test_patch_size_must_fit_the_network_strides():
+    with pytest.raises(RunConfigError, match="multiple of 8"):
+        RunConfig.from_flower({**_app_config(), "patch-size": "44"})
+
+
+def test_min_fit_clients_cannot_exceed_min_available():
+    with pytest.raises(RunConfigError, match="min-fit-clients"):
+        RunConfig.from_flower({**_app_config(), "min-fit-clients": 3, "min-available-clients": 2})
+
+
+def test_anisotropic_patch_size():
+    config = RunConfig.from_flower({**_app_config(), "patch-size": "64,64,32"})
+    assert config.patch_shape == (64, 64, 32)
