@@ -1,0 +1,243 @@
+"""A wrapper around any Flower strategy that makes a run observable and resumable.
+
+Flower's strategy decides whom to ask and how to aggregate; this wrapper adds what a
+federated study needs around it, without copying its round loop:
+
+* rounds are numbered from the resume point, so a resumed run continues at round k+1;
+* client results are aggregated in site order, so the aggregate is reproducible;
+* a round aggregates only if at least ``min-fit-clients`` clients succeeded, otherwise
+  the global model stays as it was (and the round is recorded as not aggregated);
+* after every aggregation the global model is validated centrally, checkpointed
+  atomically, and the history (``metrics.json``/``.csv``) is rewritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import torch
+from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar, parameters_to_ndarrays
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import Strategy
+from torch import nn
+
+from segguided_model.state_arrays import load_arrays
+from server.history import RoundRecord, RunHistory
+from server.run_folder import RunFolder
+from server.strategies import export_optimizer_state
+
+log = logging.getLogger(__name__)
+
+Validator = Callable[[nn.Module], tuple[list[dict], dict[str, float]]]
+"""Scores a model on the central validation set: per-case rows and their means."""
+
+RoundListener = Callable[[RoundRecord], None]
+"""Called with each finished round's record (metrics exporters, progress bars)."""
+
+SITE_ID = "site-id"
+
+
+def _describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseException) -> str:
+    if isinstance(failure, BaseException):
+        return f"{type(failure).__name__}: {failure}"[:500]
+    proxy, result = failure
+    return f"node {proxy.node_id}: {result.status.message}"[:500]
+
+
+class CheckpointedStrategy(Strategy):
+    """Delegates to ``inner`` and records, validates and checkpoints every round.
+
+    Args:
+        inner: the Flower strategy that samples clients and aggregates.
+        model: a model of the run's architecture, reused to hold the global weights.
+        validator: central validation of the global model.
+        folder: where checkpoints and history go.
+        history: the run's history (loaded from the folder when resuming).
+        completed_rounds: rounds finished before this process started (0 for a new run).
+        min_fit_clients: successful clients a round needs before it aggregates.
+        fit_config: extra keys every client receives with its training instructions.
+        listeners: called with each finished round's record.
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        model: nn.Module,
+        validator: Validator,
+        folder: RunFolder,
+        history: RunHistory,
+        completed_rounds: int,
+        min_fit_clients: int,
+        fit_config: dict[str, Scalar],
+        listeners: tuple[RoundListener, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.model = model
+        self.validator = validator
+        self.folder = folder
+        self.history = history
+        self.completed_rounds = completed_rounds
+        self.min_fit_clients = min_fit_clients
+        self.fit_config = fit_config
+        self.listeners = listeners
+        self._started: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"CheckpointedStrategy({self.inner!r})"
+
+    def _number(self, server_round: int) -> int:
+        return self.completed_rounds + server_round
+
+    def _instructions(self, number: int, instructions):
+        extra: dict[str, Scalar] = {**self.fit_config, "server-round": number}
+        for _, ins in instructions:
+            ins.config.update(extra)
+        return instructions
+
+    # Parameters --------------------------------------------------------------------
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return self.inner.initialize_parameters(client_manager)
+
+    # Training ----------------------------------------------------------------------
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        number = self._number(server_round)
+        self._started = {"round": time.perf_counter()}
+        return self._instructions(number, self.inner.configure_fit(number, parameters, client_manager))
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        number = self._number(server_round)
+        fit_phase = time.perf_counter() - self._started.get("round", time.perf_counter())
+        record = self.history.round(number)
+        ordered = sorted(results, key=lambda item: str(item[1].metrics.get(SITE_ID, item[0].node_id)))
+        record.clients_succeeded = len(ordered)
+        record.clients_failed = len(failures)
+        record.failures = [_describe_failure(f) for f in failures]
+        record.site_training = {
+            str(res.metrics.get(SITE_ID, proxy.node_id)): {
+                key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))
+            }
+            for proxy, res in ordered
+        }
+        for reason in record.failures:
+            log.warning("round %d: a client failed: %s", number, reason)
+        client_seconds = [float(res.metrics.get("client-seconds", 0.0)) for _, res in ordered]
+        record.timing["fit-phase-seconds"] = fit_phase
+        record.timing["client-seconds-max"] = max(client_seconds, default=0.0)
+        record.timing["client-training-seconds-max"] = max(
+            (float(res.metrics.get("train-seconds", 0.0)) for _, res in ordered), default=0.0
+        )
+        if len(ordered) < self.min_fit_clients:
+            log.warning(
+                "round %d: only %d client(s) succeeded, fewer than min-fit-clients=%d; "
+                "the global model is left unchanged",
+                number,
+                len(ordered),
+                self.min_fit_clients,
+            )
+            record.aggregated = False
+            return None, {}
+        started = time.perf_counter()
+        aggregated = self.inner.aggregate_fit(number, ordered, failures)
+        record.timing["aggregation-seconds"] = time.perf_counter() - started
+        return aggregated
+
+    # Central validation and checkpoints ---------------------------------------------
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
+        number = self._number(server_round)
+        if server_round == 0 and self.completed_rounds > 0:
+            return None  # this model was validated before the interruption
+        load_arrays(self.model, parameters_to_ndarrays(parameters))
+        started = time.perf_counter()
+        rows, means = self.validator(self.model)
+        record = self.history.round(number)
+        record.central = {key: float(value) for key, value in means.items()}
+        record.timing["central-validation-seconds"] = time.perf_counter() - started
+        is_best = self.history.best_round() == number
+        self.folder.save_round(
+            self.model,
+            number,
+            extra={
+                "round": number,
+                "central-metrics": record.central,
+                "central-cases": rows,
+                "optimizer-state": {
+                    name: [torch.from_numpy(a) for a in arrays]
+                    for name, arrays in export_optimizer_state(self.inner).items()
+                },
+            },
+            is_best=is_best,
+        )
+        if server_round == 0 or self.inner_fraction_evaluate() == 0.0:
+            self._close_round(number)
+        return 1.0 - record.central.get("dice-mean", 0.0), dict(record.central)
+
+    # Federated evaluation -----------------------------------------------------------
+
+    def inner_fraction_evaluate(self) -> float:
+        return float(getattr(self.inner, "fraction_evaluate", 1.0))
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        number = self._number(server_round)
+        self._started["evaluate"] = time.perf_counter()
+        instructions = self.inner.configure_evaluate(number, parameters, client_manager)
+        if not instructions and self.inner_fraction_evaluate() > 0.0:
+            self._close_round(number)
+        return self._instructions(number, instructions)
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        number = self._number(server_round)
+        record = self.history.round(number)
+        record.timing["federated-evaluation-seconds"] = time.perf_counter() - self._started.get(
+            "evaluate", time.perf_counter()
+        )
+        record.site_evaluation = {
+            str(res.metrics.get(SITE_ID, proxy.node_id)): {
+                key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))
+            }
+            for proxy, res in sorted(results, key=lambda item: str(item[1].metrics.get(SITE_ID, "")))
+        }
+        for failure in failures:
+            log.warning("round %d: a client failed federated evaluation: %s", number, _describe_failure(failure))
+        aggregated = self.inner.aggregate_evaluate(number, results, failures)
+        self._close_round(number)
+        return aggregated
+
+    # Bookkeeping -------------------------------------------------------------------
+
+    def _close_round(self, number: int) -> None:
+        record = self.history.round(number)
+        if "round" in self._started and number > 0:
+            timing = record.timing
+            timing["round-seconds"] = time.perf_counter() - self._started["round"]
+            timing["flower-overhead-seconds"] = max(
+                0.0,
+                timing.get("fit-phase-seconds", 0.0) - timing.get("client-seconds-max", 0.0),
+            )
+        self.history.write()
+        log.info("central validation after round %d:\n%s", number, self.history.central_table())
+        if sites := self.history.site_table(number):
+            log.info("federated evaluation, round %d:\n%s", number, sites)
+        for listener in self.listeners:
+            listener(record)

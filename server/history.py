@@ -1,0 +1,142 @@
+"""The run's metrics history: one row per round, written as ``metrics.json`` and ``metrics.csv``.
+
+A row holds the central validation metrics (Dice and HD95 per region and their means),
+the per-site federated metrics, how many clients succeeded and failed, and where the
+round's time went. Rows are plain dictionaries with kebab-case keys so that they cross
+into JSON, CSV and Prometheus unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segguided_model.atomic_write import write_text_atomically
+
+log = logging.getLogger(__name__)
+
+CENTRAL_KEYS = ("dice-et", "dice-tc", "dice-wt", "dice-mean", "hd95-et", "hd95-tc", "hd95-wt", "hd95-mean")
+
+
+@dataclass
+class RoundRecord:
+    """Everything measured in one round. Round 0 is the initial model."""
+
+    round: int
+    central: dict[str, float] = field(default_factory=dict)
+    site_training: dict[str, dict[str, float]] = field(default_factory=dict)
+    site_evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
+    clients_succeeded: int = 0
+    clients_failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    aggregated: bool = True
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "central": self.central,
+            "site-training": self.site_training,
+            "site-evaluation": self.site_evaluation,
+            "clients-succeeded": self.clients_succeeded,
+            "clients-failed": self.clients_failed,
+            "failures": self.failures,
+            "aggregated": self.aggregated,
+            "timing": self.timing,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RoundRecord":
+        return cls(
+            round=int(data["round"]),
+            central=dict(data.get("central", {})),
+            site_training=dict(data.get("site-training", {})),
+            site_evaluation=dict(data.get("site-evaluation", {})),
+            clients_succeeded=int(data.get("clients-succeeded", 0)),
+            clients_failed=int(data.get("clients-failed", 0)),
+            failures=list(data.get("failures", [])),
+            aggregated=bool(data.get("aggregated", True)),
+            timing=dict(data.get("timing", {})),
+        )
+
+    def flat(self) -> dict[str, Any]:
+        """One CSV row: central metrics, counts, timing and ``site-<id>-<metric>`` columns."""
+        row: dict[str, Any] = {"round": self.round}
+        row.update({f"central-{key}": self.central.get(key) for key in CENTRAL_KEYS})
+        row["clients-succeeded"] = self.clients_succeeded
+        row["clients-failed"] = self.clients_failed
+        row["aggregated"] = self.aggregated
+        row.update({f"{key}": value for key, value in self.timing.items()})
+        for site, metrics in sorted(self.site_evaluation.items()):
+            row.update({f"{site}-eval-{key}": value for key, value in metrics.items()})
+        for site, metrics in sorted(self.site_training.items()):
+            row.update({f"{site}-train-{key}": value for key, value in metrics.items()})
+        return row
+
+
+class RunHistory:
+    """Round records of one run, kept in order and written after every change."""
+
+    def __init__(self, folder: Path, records: list[RoundRecord] | None = None) -> None:
+        self.folder = folder
+        self.records: dict[int, RoundRecord] = {r.round: r for r in records or []}
+
+    @classmethod
+    def load(cls, folder: Path, up_to_round: int) -> "RunHistory":
+        """Read ``metrics.json`` from an interrupted run, keeping rounds ≤ ``up_to_round``."""
+        path = folder / "metrics.json"
+        if not path.exists():
+            return cls(folder)
+        data = json.loads(path.read_text())
+        records = [RoundRecord.from_json(row) for row in data["rounds"] if int(row["round"]) <= up_to_round]
+        return cls(folder, records)
+
+    def round(self, number: int) -> RoundRecord:
+        return self.records.setdefault(number, RoundRecord(round=number))
+
+    def best_round(self) -> int | None:
+        scored = [r for r in self.records.values() if "dice-mean" in r.central]
+        return max(scored, key=lambda r: r.central["dice-mean"]).round if scored else None
+
+    def write(self) -> None:
+        rows = [self.records[n] for n in sorted(self.records)]
+        write_text_atomically(
+            self.folder / "metrics.json", json.dumps({"rounds": [r.to_json() for r in rows]}, indent=2)
+        )
+        flat = [r.flat() for r in rows]
+        columns: list[str] = []
+        for row in flat:
+            columns.extend(key for key in row if key not in columns)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
+        write_text_atomically(self.folder / "metrics.csv", buffer.getvalue())
+
+    def central_table(self) -> str:
+        """The per-round central validation table, as logged after every round."""
+        header = f"{'round':>5} | " + " | ".join(f"{k:>9}" for k in CENTRAL_KEYS) + " | ok/failed"
+        lines = [header, "-" * len(header)]
+        for number in sorted(self.records):
+            record = self.records[number]
+            if not record.central:
+                continue
+            cells = " | ".join(f"{record.central.get(k, float('nan')):9.3f}" for k in CENTRAL_KEYS)
+            lines.append(f"{number:>5} | {cells} | {record.clients_succeeded}/{record.clients_failed}")
+        return "\n".join(lines)
+
+    def site_table(self, number: int) -> str:
+        """Federated evaluation of one round, one line per site."""
+        record = self.records.get(number)
+        if record is None or not record.site_evaluation:
+            return ""
+        keys = ("dice-et", "dice-tc", "dice-wt", "dice-mean", "hd95-mean", "cases")
+        lines = [f"{'site':>10} | " + " | ".join(f"{k:>9}" for k in keys)]
+        for site, metrics in sorted(record.site_evaluation.items()):
+            lines.append(f"{site:>10} | " + " | ".join(f"{metrics.get(k, float('nan')):9.3f}" for k in keys))
+        return "\n".join(lines)
