@@ -1,0 +1,141 @@
+"""Saving and loading SegGuidedNet checkpoints: architecture, weights and free-form extras."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from segguided_model.network import ModelConfig, SegGuidedNet
+
+CHECKPOINT_FORMAT = "segguided-checkpoint"
+CHECKPOINT_VERSION = 1
+"""Bumped when the stored layout changes; older versions stay loadable."""
+
+_SHOWN_KEYS = 3
+
+
+class CheckpointError(ValueError):
+    """A file is not a SegGuidedNet checkpoint, or holds another architecture."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read back: the rebuilt network, its architecture and the extras.
+
+    Attributes:
+        model: ``SegGuidedNet`` with the stored weights, in training mode.
+        config: its ``ModelConfig``.
+        extra: whatever was passed as ``extra`` when saving (round, metrics, ...).
+    """
+
+    model: SegGuidedNet
+    config: ModelConfig
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | os.PathLike, model: SegGuidedNet, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically.
+
+    The file is written to a temporary file in the same folder, flushed to disk and
+    renamed over ``path``, so a crash never leaves a half-written checkpoint. ``extra``
+    must hold only tensors and plain Python values (it is read back with
+    ``torch.load(weights_only=True)``).
+
+    Returns:
+        The checkpoint's path.
+
+    Raises:
+        TypeError: ``model`` is not a ``SegGuidedNet``.
+    """
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    if not isinstance(model, SegGuidedNet):
+        raise TypeError(f"expected a SegGuidedNet, got {type(model).__name__}")
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "config": model.config.model_dump(),
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+        "extra": dict(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _describe_mismatch(path: Path, stored: dict[str, torch.Tensor], model: SegGuidedNet) -> str | None:
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in stored]
+    unexpected = [key for key in stored if key not in expected]
+    reshaped = [
+        f"{key} {tuple(stored[key].shape)} (expected {tuple(value.shape)})"
+        for key, value in expected.items()
+        if key in stored and tuple(stored[key].shape) != tuple(value.shape)
+    ]
+    problems = []
+    for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", reshaped)):
+        if keys:
+            more = f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else ""
+            problems.append(f"{what}: {', '.join(keys[:_SHOWN_KEYS])}{more}")
+    if not problems:
+        return None
+    return f"checkpoint {path} holds another architecture ({'; '.join(problems)})"
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the network stored in ``path``.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a SegGuidedNet checkpoint,
+            of a newer format version, or its weights do not fit its architecture
+            (missing or unexpected keys, wrong shapes); the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for foreign files
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable PyTorch file ({type(error).__name__}: {detail[:200]})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a SegGuidedNet checkpoint (expected format {CHECKPOINT_FORMAT!r}; "
+            "a bare state_dict or another model's checkpoint?)"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}; this code reads up to {CHECKPOINT_VERSION}"
+        )
+    try:
+        config = ModelConfig(**payload.get("config", {}))
+    except (ValidationError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path} has an invalid model config: {error}") from None
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"checkpoint {path} has no state_dict")
+    model = SegGuidedNet.from_config(config)
+    problem = _describe_mismatch(path, state_dict, model)
+    if problem:
+        raise CheckpointError(problem)
+    model.load_state_dict(state_dict)
+    model.to(map_location)
+    return LoadedCheckpoint(model=model, config=config, extra=dict(payload.get("extra") or {}))
