@@ -69,6 +69,34 @@ MSD_CHANNEL_ORDER: tuple[str, ...] = ("flair", "t1", "t1c", "t2")
 
 
 @dataclass(frozen=True)
+class FolderPairLayout:
+    """File naming of the MSD Task01 layout: 4D images and labels in sibling folders.
+
+    Attributes:
+        name: identifier used on the command line and in site configs.
+        images_folder: folder of labelled training images (``imagesTr``).
+        labels_folder: folder of their segmentations, same file names (``labelsTr``).
+        unlabelled_folder: folder of images without segmentations (``imagesTs``).
+        channel_order: modality of each channel of the 4D image.
+        default_convention: the label convention this release uses.
+    """
+
+    name: str
+    images_folder: str
+    labels_folder: str
+    unlabelled_folder: str
+    channel_order: tuple[str, ...]
+    default_convention: str
+
+
+MSD_LAYOUT = FolderPairLayout("msd", "imagesTr", "labelsTr", "imagesTs", MSD_CHANNEL_ORDER, "msd")
+"""Medical Segmentation Decathlon Task01 (BrainTumour)."""
+
+LAYOUT_NAMES: tuple[str, ...] = ("brats2021", "brats2023", MSD_LAYOUT.name)
+"""Every layout a site folder may be in, as named on the command line."""
+
+
+@dataclass(frozen=True)
 class CaseRecord:
     """One case found on disk, independent of its layout.
 
@@ -135,4 +163,30 @@ def case_from_folder(case_dir: Path, layout: str | None = None) -> CaseRecord:
         label_path=label if label.exists() else None,
         layout=best.name,
         convention=best.default_convention,
+    )
+
+
+def case_from_msd_image(image_path: Path, labels_dir: Path | None) -> CaseRecord:
+    """Read one MSD Task01 4D image (and its label in ``labels_dir``, if any) into a ``CaseRecord``.
+
+    Args:
+        image_path: ``imagesTr/BRATS_001.nii.gz`` or ``imagesTs/...``; a 4D
+            ``(H, W, D, 4)`` volume whose channels follow ``MSD_CHANNEL_ORDER``.
+        labels_dir: folder holding the segmentation under the same file name, or
+            ``None`` for unlabelled images.
+
+    Raises:
+        FileNotFoundError: the image does not exist (the message names it).
+    """
+    image_path = Path(image_path)
+    if not image_path.is_file():
+        raise FileNotFoundError(f"MSD image {image_path} does not exist")
+    label = Path(labels_dir) / image_path.name if labels_dir is not None else None
+    return CaseRecord(
+        case_id=image_path.name.removesuffix(".nii.gz").removesuffix(".nii"),
+        image_paths={modality: image_path for modality in MODALITIES},
+        label_path=label if label is not None and label.is_file() else None,
+        layout=MSD_LAYOUT.name,
+        convention=MSD_LAYOUT.default_convention,
+        channel_order=MSD_LAYOUT.channel_order,
     )
