@@ -11,7 +11,7 @@ from segguided_model.labels import SUBREGIONS
 class SegAttentionGate(nn.Module):
     """Turn decoder features into NCR/ED/ET attention maps and gate the features with them.
 
-    The gate is deliberately lightweight (``7 * channels + 3`` parameters):
+    The gate is deliberately lightweight (``6 * channels + 3`` parameters):
 
     1. ``maps = sigmoid(conv1x1(features))``: three maps in [0, 1], one per sub-region in
        ``labels.SUBREGIONS`` order (NCR, ED, ET). The attention loss supervises them

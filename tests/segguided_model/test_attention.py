@@ -1,0 +1,41 @@
+"""SegAttentionGate: map range, shapes, identity at initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segguided_model.attention import SegAttentionGate
+
+
+def test_gate_returns_gated_features_and_three_maps_in_unit_range():
+    gate = SegAttentionGate(6)
+    features = torch.randn(2, 6, 4, 5, 3) * 10
+    gated, maps = gate(features)
+    assert gated.shape == features.shape
+    assert maps.shape == (2, 3, 4, 5, 3)
+    assert maps.min() >= 0 and maps.max() <= 1
+
+
+def test_fresh_gate_passes_features_through_unchanged():
+    features = torch.randn(1, 5, 3, 3, 3)
+    gated, _ = SegAttentionGate(5)(features)
+    torch.testing.assert_close(gated, features)
+
+
+def test_gate_rescales_features_once_trained():
+    gate = SegAttentionGate(2)
+    torch.nn.init.constant_(gate.to_gate.weight, 1.0)
+    features = torch.ones(1, 2, 2, 2, 2)
+    gated, maps = gate(features)
+    torch.testing.assert_close(gated, features * (1 + maps.sum(dim=1, keepdim=True)))
+
+
+def test_gate_is_lightweight():
+    assert sum(p.numel() for p in SegAttentionGate(32).parameters()) == 6 * 32 + 3
+
+
+@pytest.mark.parametrize("channels", [0, -1, 2.5])
+def test_non_positive_channels_raise_value_error(channels):
+    with pytest.raises(ValueError, match="channels"):
+        SegAttentionGate(channels)
