@@ -200,7 +200,8 @@ def load_case(record: CaseRecord, with_label: bool | None = None) -> dict[str, A
         with_label: load the label too; defaults to whether the record has one.
 
     Raises:
-        ValueError: ``with_label`` is true but the record has no label.
+        ValueError: ``with_label`` is true but the record has no label, modality grids
+            differ, or label values do not fit the convention (the message names the case).
     """
     if with_label is None:
         with_label = record.has_label
@@ -209,7 +210,16 @@ def load_case(record: CaseRecord, with_label: bool | None = None) -> dict[str, A
     item = case_to_item(record)
     if not with_label:
         item.pop(LABEL_KEY, None)
-    return Compose(deterministic_transforms(with_label))(item)
+    try:
+        return Compose(deterministic_transforms(with_label))(item)
+    except RuntimeError as error:
+        # MONAI wraps a transform's exception in "applying transform ..."; surface ours.
+        cause = error.__cause__
+        while isinstance(cause, RuntimeError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            raise cause from None
+        raise
 
 
 def restore_orientation(volume: torch.Tensor, image: MetaTensor) -> torch.Tensor:
