@@ -83,7 +83,9 @@ def write_overlay(
     columns = ["FLAIR", "T1c", "prediction"] + ([f"attention {name}" for name in SUBREGIONS] if maps is not None else [])
     label_colours = ListedColormap(["none"] + [SUBREGION_COLOURS[name] for name in SUBREGIONS])
 
-    figure, axes = plt.subplots(len(_PLANES), len(columns), figsize=(2.6 * len(columns), 2.8 * len(_PLANES)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(_PLANES), len(columns), figsize=(2.6 * len(columns), 2.8 * len(_PLANES)), squeeze=False, layout="constrained"
+    )
     for row, plane in enumerate(_PLANES):
         index = int(centre[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]])
         aspect = _aspect(spacing, plane)
@@ -111,7 +113,7 @@ def write_overlay(
                 axes[row, column].set_title(name, fontsize=10)
     figure.legend(
         handles=[Patch(color=SUBREGION_COLOURS[name], label=name) for name in SUBREGIONS],
-        loc="lower center", ncol=len(SUBREGIONS), frameon=False,
+        loc="outside lower center", ncol=len(SUBREGIONS), frameon=False,
     )
     if maps is not None:
         figure.colorbar(heat, ax=axes[:, 3:].ravel().tolist(), shrink=0.6, label="attention")
