@@ -99,5 +99,9 @@ class DecoderStage(nn.Module):
             norm_name=norm_layer_spec(norm, out_channels),
         )
 
+    def merge(self, upsampled: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The stage after upsampling: ``(B, out, 2D, 2H, 2W)`` and the skip → output."""
+        return self.block(torch.cat([upsampled, skip], dim=1))
+
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.block(torch.cat([self.upsample(x), skip], dim=1))
+        return self.merge(self.upsample(x), skip)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from segguided_model.attention import SegAttentionGate
 from segguided_model.blocks import DecoderStage, EncoderStage
@@ -166,20 +167,46 @@ class SegGuidedNet(nn.Module):
                 f"network: every dimension must be a multiple of {divisor} (e.g. {hints})"
             )
 
+    def _gate_into(
+        self, gate: SegAttentionGate, consumers: Sequence[Callable[[torch.Tensor], torch.Tensor]], features: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Gate ``features`` and feed them to ``consumers``; returns their outputs, then the maps.
+
+        In training the gate and its consumers' first layers (the next upsampling, the
+        head) are recomputed in backward rather than storing the gated features: the
+        gates then cost almost no activation memory over the network without them.
+        """
+
+        def run(features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            gated, maps = gate(features)
+            return (*(consumer(gated) for consumer in consumers), maps)
+
+        if torch.is_grad_enabled() and features.requires_grad:
+            return checkpoint(run, features, use_reentrant=False)
+        return run(features)
+
     def forward(self, x: torch.Tensor) -> SegGuidedOutput:
         self.check_input(x)
         skips = []
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
-        x = skips.pop()
+        skips.pop()  # the bottleneck is x itself
+        upsampled = self.decoder[0].upsample(x)
         attention_maps = []
         deep_logits = []
         for index, stage in enumerate(self.decoder):
-            x = stage(x, skips.pop())
-            if self.gates:
-                x, maps = self.gates[index](x)
-                attention_maps.append(maps)
+            features = stage.merge(upsampled, skips.pop())
+            last = index == len(self.decoder) - 1
+            consumers = [self.head if last else self.decoder[index + 1].upsample]
             if index < len(self.deep_supervision_heads):
-                deep_logits.append(self.deep_supervision_heads[index](x))
-        return SegGuidedOutput(self.head(x), tuple(attention_maps), tuple(deep_logits))
+                consumers.append(self.deep_supervision_heads[index])
+            if self.gates:
+                *outputs, maps = self._gate_into(self.gates[index], consumers, features)
+                attention_maps.append(maps)
+            else:
+                outputs = [consumer(features) for consumer in consumers]
+            upsampled = outputs[0]
+            if len(outputs) > 1:
+                deep_logits.append(outputs[1])
+        return SegGuidedOutput(upsampled, tuple(attention_maps), tuple(deep_logits))
