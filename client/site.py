@@ -55,19 +55,18 @@ def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str
         raise SiteError("node config has neither data-path (deployment) nor partition-id (simulation)")
     partition = int(node_config["partition-id"])
     partitions = int(node_config.get("num-partitions", partition + 1))
-    site_id = f"site-{partition}"
     if config.uses_synthetic_data:
         if partitions != config.synthetic_sites:
             raise SiteError(
                 f"the simulation has {partitions} SuperNodes but run config synthetic-sites="
                 f"{config.synthetic_sites}; pass --run-config \"synthetic-sites={partitions}\""
             )
-        federation = synthetic_federation(config)
-        return site_id, federation.site_dirs[partition], federation.root / "cache" / site_id
+        folder = synthetic_federation(config).site_dirs[partition]
+        return folder.name, folder, folder.parent / "cache" / folder.name
     sites = sorted(p for p in Path(config.data_dir).expanduser().iterdir() if p.is_dir())
     if partition >= len(sites):
         raise SiteError(f"data-dir {config.data_dir} has {len(sites)} site folders; partition {partition} has none")
-    return site_id, sites[partition], None
+    return sites[partition].name, sites[partition], None
 
 
 def load_site(node_config: Mapping[str, Any], config: RunConfig) -> Site:

@@ -148,8 +148,8 @@ def train_steps(
         nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
-        totals += torch.tensor(
-            [terms.total.item(), terms.segmentation.item(), float(terms.attention)], dtype=torch.float64
+        totals += torch.stack(
+            [torch.as_tensor(t).detach().double().cpu() for t in (terms.total, terms.segmentation, terms.attention)]
         )
     seconds = time.perf_counter() - start
     means = (totals / settings.steps).tolist()

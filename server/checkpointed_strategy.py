@@ -14,6 +14,7 @@ federated study needs around it, without copying its round loop:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Callable
 
@@ -40,11 +41,23 @@ RoundListener = Callable[[RoundRecord], None]
 SITE_ID = "site-id"
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseException) -> str:
+    """The failing client's own exception message, without Ray's and Flower's wrapping.
+
+    A client's exception reaches the server as the text of a remote traceback; its last
+    line (``SiteError: site-2: no labelled case ...``) is what an operator needs.
+    """
     if isinstance(failure, BaseException):
-        return f"{type(failure).__name__}: {failure}"[:500]
-    proxy, result = failure
-    return f"node {proxy.node_id}: {result.status.message}"[:500]
+        text = str(failure)
+    else:
+        proxy, result = failure
+        text = f"node {proxy.node_id}: {result.status.message}"
+    lines = [line.strip(" '\"") for line in ANSI_ESCAPE.sub("", text).replace("\\n", "\n").splitlines()]
+    meaningful = [line for line in lines if line and not line.startswith(("^", "File ", "Traceback"))]
+    return (meaningful[-1] if meaningful else text)[:500]
 
 
 class CheckpointedStrategy(Strategy):

@@ -33,7 +33,7 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, extra="forbid", frozen=True)
 
     # Federation
-    num_server_rounds: int = Field(8, ge=1)
+    num_server_rounds: int = Field(5, ge=1)
     fraction_fit: float = Field(1.0, gt=0.0, le=1.0)
     min_fit_clients: int = Field(2, ge=1, description="a round aggregates only if at least this many clients succeed")
     min_available_clients: int = Field(2, ge=1)
@@ -45,7 +45,7 @@ class RunConfig(BaseModel):
 
     # Local training
     local_epochs: int = Field(0, ge=0, description="epochs per round; 0 means use local-steps")
-    local_steps: int = Field(40, ge=1)
+    local_steps: int = Field(25, ge=1)
     batch_size: int = Field(2, ge=1)
     patch_size: str = "48"
     learning_rate: float = Field(2e-3, gt=0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flwr.common import Parameters
+from flwr.common import Parameters, Scalar
 from flwr.server.strategy import FedAdam, FedAvg, FedOpt, FedProx, FedYogi, Strategy
 
 from server.config import RunConfig
@@ -25,6 +25,8 @@ def build_strategy(config: RunConfig, initial_parameters: Parameters) -> Strateg
         min_available_clients=config.min_available_clients,
         accept_failures=True,
         initial_parameters=initial_parameters,
+        fit_metrics_aggregation_fn=weighted_mean_metrics,
+        evaluate_metrics_aggregation_fn=weighted_mean_metrics,
     )
     if config.strategy == "fedprox":
         return FedProx(**common, proximal_mu=config.proximal_mu)
@@ -33,6 +35,18 @@ def build_strategy(config: RunConfig, initial_parameters: Parameters) -> Strateg
     if config.strategy == "fedyogi":
         return FedYogi(**common, eta=config.server_learning_rate, tau=config.server_tau)
     return FedAvg(**common)
+
+
+def weighted_mean_metrics(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
+    """Average every numeric metric over clients, weighted by their number of cases."""
+    total = sum(count for count, _ in results)
+    if total == 0:
+        return {}
+    keys = {key for _, metrics in results for key, value in metrics.items() if isinstance(value, (int, float))}
+    return {
+        key: sum(count * float(metrics.get(key, 0.0)) for count, metrics in results) / total
+        for key in sorted(keys)
+    }
 
 
 def export_optimizer_state(strategy: Strategy) -> dict[str, list[np.ndarray]]:

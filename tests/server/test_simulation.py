@@ -1,0 +1,106 @@
+"""Real `flwr run` simulations: a local SuperLink, Ray-backed SuperNodes, the real app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from federation_harness import LocalFederation, open_local_federation, tiny_run_config, tiny_settings
+from segguided_model.checkpoint import load_checkpoint
+from segguided_model.data.synthetic import ensure_federation
+from segguided_model.state_arrays import model_to_arrays
+from server.config import RunConfig
+from server.run_status import RunFailed
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory) -> LocalFederation:
+    local = open_local_federation(tmp_path_factory.mktemp("federation"))
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="module")
+def completed_run(federation, tmp_path_factory) -> Path:
+    """One uninterrupted two-round run, shared by the tests that inspect its outputs."""
+    output = tmp_path_factory.mktemp("runs")
+    federation.run(tiny_run_config(output, **{"run-name": "uninterrupted"}))
+    return output / "uninterrupted"
+
+
+def _rounds(run_folder: Path) -> list[dict]:
+    return json.loads((run_folder / "metrics.json").read_text())["rounds"]
+
+
+def test_run_records_central_and_site_metrics_every_round(completed_run):
+    rounds = _rounds(completed_run)
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    for record in rounds:
+        assert 0.0 <= record["central"]["dice-mean"] <= 1.0
+        assert set(record["central"]) >= {"dice-et", "dice-tc", "dice-wt", "hd95-et", "hd95-tc", "hd95-wt"}
+    for record in rounds[1:]:
+        assert record["clients-succeeded"] == 3 and record["clients-failed"] == 0
+        assert sorted(record["site-evaluation"]) == ["site-1", "site-2", "site-3"]
+        assert sorted(record["site-training"]) == ["site-1", "site-2", "site-3"]
+        for site in ("site-1", "site-2", "site-3"):  # every labelled case is used exactly once
+            trained = record["site-training"][site]["train-cases"]
+            evaluated = record["site-evaluation"][site]["cases"]
+            assert trained >= 1 and evaluated >= 1 and trained + evaluated == 4
+        assert record["timing"]["round-seconds"] > 0
+    csv_lines = (completed_run / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(rounds)
+
+
+def test_run_writes_loadable_checkpoints_and_its_config(completed_run):
+    for name in ("round-0002.pt", "best.pt", "final.pt"):
+        loaded = load_checkpoint(completed_run / name)
+        assert loaded.config.base_width == 4 and loaded.config.levels == 3
+    assert not (completed_run / "round-0000.pt").exists()  # only the newest two are kept
+    stored = json.loads((completed_run / "config.json").read_text())
+    assert RunConfig.from_flower(stored).num_server_rounds == 2
+
+
+def test_resumed_run_reaches_the_same_model_as_an_uninterrupted_one(federation, completed_run, tmp_path):
+    federation.run(tiny_run_config(completed_run.parent, **{"run-name": "resumed", "num-server-rounds": 1}))
+    resumed = completed_run.parent / "resumed"
+    assert [r["round"] for r in _rounds(resumed)] == [0, 1]
+    federation.run(tiny_run_config(completed_run.parent, **{"run-name": "resumed", "resume": True}))
+
+    assert [r["round"] for r in _rounds(resumed)] == [0, 1, 2]
+    expected = model_to_arrays(load_checkpoint(completed_run / "final.pt").model)
+    actual = model_to_arrays(load_checkpoint(resumed / "final.pt").model)
+    for a, b in zip(expected, actual):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for uninterrupted, continued in zip(_rounds(completed_run), _rounds(resumed)):
+        assert round(uninterrupted["central"]["dice-mean"], 3) == round(continued["central"]["dice-mean"], 3)
+
+
+def test_a_failing_client_does_not_end_the_run(federation, tmp_path):
+    output = tmp_path / "runs"
+    settings = tiny_settings(output, **{"run-name": "one-site-broken", "num-server-rounds": 1, "seed": 7})
+    config = RunConfig.from_flower({**RunConfig().to_flower(), **settings})
+    # Generate the federation this run will use, then break every file of the third site.
+    data = ensure_federation(
+        federation.cache / config.synthetic_root().name,
+        sites=3, cases=4, val_cases=2, size=(32, 32, 32), seed=7,
+    )
+    for image in data.site_dirs[2].rglob("*.nii.gz"):
+        image.write_bytes(b"not a nifti file")
+
+    federation.run(tiny_run_config(output, **settings))
+
+    record = _rounds(output / "one-site-broken")[1]
+    assert record["clients-succeeded"] == 2
+    assert record["clients-failed"] == 1
+    assert record["aggregated"] is True
+    assert any("site-3" in reason and "QA gate" in reason for reason in record["failures"])
+
+
+def test_an_invalid_run_config_fails_the_run_loudly(federation, tmp_path):
+    with pytest.raises(RunFailed, match="finished:failed"):
+        federation.run(tiny_run_config(tmp_path, **{"learning-rate": -1.0}))
