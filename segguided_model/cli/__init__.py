@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "segguided_model.cli.evaluate",
     "segguided_model.cli.qa",
     "segguided_model.cli.synth",
+    "segguided_model.cli.certs",
 )
 
 
