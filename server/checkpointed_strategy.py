@@ -124,7 +124,9 @@ class CheckpointedStrategy(Strategy):
     ) -> list[tuple[ClientProxy, FitIns]]:
         number = self._number(server_round)
         self._started = {"round": time.perf_counter()}
-        return self._instructions(number, self.inner.configure_fit(number, parameters, client_manager))
+        instructions = self.inner.configure_fit(number, parameters, client_manager)
+        self.history.round(number).clients_selected = len(instructions)
+        return self._instructions(number, instructions)
 
     def aggregate_fit(
         self,
@@ -138,6 +140,8 @@ class CheckpointedStrategy(Strategy):
         ordered = sorted(results, key=lambda item: str(item[1].metrics.get(SITE_ID, item[0].node_id)))
         record.clients_succeeded = len(ordered)
         record.clients_failed = len(failures)
+        # Under SecAgg+ every result carries the (same-sized) aggregate instead of the upload.
+        record.bytes_received = sum(len(t) for _, res in ordered for t in res.parameters.tensors)
         record.failures = [_describe_failure(f) for f in failures]
         record.site_training = {
             str(res.metrics.get(SITE_ID, proxy.node_id)): {

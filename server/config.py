@@ -77,6 +77,10 @@ class RunConfig(BaseModel):
     keep_round_checkpoints: int = Field(2, ge=0, description="0 keeps every round's checkpoint")
     seed: int = 0
 
+    # Monitoring
+    metrics_port: int = Field(0, ge=0, le=65535, description="ServerApp Prometheus endpoint; 0 = off")
+    metrics_host: str = Field("127.0.0.1", min_length=1, description="address the metrics endpoint binds")
+
     @field_validator("patch_size")
     @classmethod
     def _patch_size_is_cube_or_triple(cls, value: str) -> str:

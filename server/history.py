@@ -31,8 +31,10 @@ class RoundRecord:
     central: dict[str, float] = field(default_factory=dict)
     site_training: dict[str, dict[str, float]] = field(default_factory=dict)
     site_evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
+    clients_selected: int = 0
     clients_succeeded: int = 0
     clients_failed: int = 0
+    bytes_received: int = 0
     failures: list[str] = field(default_factory=list)
     aggregated: bool = True
     timing: dict[str, float] = field(default_factory=dict)
@@ -43,8 +45,10 @@ class RoundRecord:
             "central": self.central,
             "site-training": self.site_training,
             "site-evaluation": self.site_evaluation,
+            "clients-selected": self.clients_selected,
             "clients-succeeded": self.clients_succeeded,
             "clients-failed": self.clients_failed,
+            "bytes-received": self.bytes_received,
             "failures": self.failures,
             "aggregated": self.aggregated,
             "timing": self.timing,
@@ -57,8 +61,10 @@ class RoundRecord:
             central=dict(data.get("central", {})),
             site_training=dict(data.get("site-training", {})),
             site_evaluation=dict(data.get("site-evaluation", {})),
+            clients_selected=int(data.get("clients-selected", 0)),
             clients_succeeded=int(data.get("clients-succeeded", 0)),
             clients_failed=int(data.get("clients-failed", 0)),
+            bytes_received=int(data.get("bytes-received", 0)),
             failures=list(data.get("failures", [])),
             aggregated=bool(data.get("aggregated", True)),
             timing=dict(data.get("timing", {})),
@@ -68,8 +74,10 @@ class RoundRecord:
         """One CSV row: central metrics, counts, timing and ``site-<id>-<metric>`` columns."""
         row: dict[str, Any] = {"round": self.round}
         row.update({f"central-{key}": self.central.get(key) for key in CENTRAL_KEYS})
+        row["clients-selected"] = self.clients_selected
         row["clients-succeeded"] = self.clients_succeeded
         row["clients-failed"] = self.clients_failed
+        row["bytes-received"] = self.bytes_received
         row["aggregated"] = self.aggregated
         row.update({f"{key}": value for key, value in self.timing.items()})
         for site, metrics in sorted(self.site_evaluation.items()):

@@ -21,6 +21,7 @@ from server.config import RunConfig
 from server.data_sources import central_validation_cases
 from server.history import RunHistory
 from server.logging_setup import route_to_flower_console
+from server.metrics_exporter import ServerMetrics, serve_metrics
 from server.run_folder import RunFolder
 from server.strategies import build_strategy, restore_optimizer_state
 
@@ -55,6 +56,13 @@ def main(grid: Grid, context: Context) -> None:
     if resume is not None:
         saved = resume.extra.get("optimizer-state", {})
         restore_optimizer_state(inner, {name: [t.numpy() for t in arrays] for name, arrays in saved.items()})
+    listeners, endpoint = (), None
+    if config.metrics_port:
+        metrics = ServerMetrics(context.run_id, folder.path.name)
+        endpoint = serve_metrics(metrics.registry, config.metrics_host, config.metrics_port, "run config metrics-port")
+        if completed_rounds in history.records:
+            metrics.record_round(history.records[completed_rounds])
+        listeners = (metrics.record_round,)
     strategy = CheckpointedStrategy(
         inner,
         model=model,
@@ -64,6 +72,7 @@ def main(grid: Grid, context: Context) -> None:
         completed_rounds=completed_rounds,
         min_fit_clients=config.min_fit_clients,
         fit_config={"seed": config.seed},
+        listeners=listeners,
     )
 
     remaining = config.num_server_rounds - completed_rounds
@@ -76,3 +85,5 @@ def main(grid: Grid, context: Context) -> None:
              config.num_server_rounds,
              history.records[best].central["dice-mean"] if best is not None else float("nan"),
              best, folder.path)
+    if endpoint is not None:
+        endpoint.close()

@@ -1,0 +1,124 @@
+"""Prometheus metrics of the ServerApp: one gauge set per finished round, served over HTTP.
+
+``ServerMetrics`` is a ``CheckpointedStrategy`` listener: after every round it publishes
+the round's record (rounds completed, duration, clients selected/succeeded/failed,
+central Dice and HD95 per region, aggregation time, bytes received). Each process owns
+its own ``CollectorRegistry``, so nothing leaks between exporters or into the default
+registry that other libraries use.
+
+``serve_metrics`` is shared with the client exporter: it binds the HTTP endpoint and turns
+a port that is already taken into a ``MetricsPortError`` naming the port and its owner.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
+
+from server.history import RoundRecord
+
+log = logging.getLogger(__name__)
+
+REGIONS = ("et", "tc", "wt", "mean")
+
+
+class MetricsPortError(OSError):
+    """The metrics endpoint cannot bind its port; the message names the port and who wanted it."""
+
+
+@dataclass
+class MetricsEndpoint:
+    """A running ``/metrics`` HTTP server."""
+
+    server: WSGIServer
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int, owner: str) -> MetricsEndpoint:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread.
+
+    Args:
+        registry: what to expose.
+        host: address to bind (``127.0.0.1`` for local scraping, ``0.0.0.0`` in a container).
+        port: TCP port, 1-65535.
+        owner: who serves, for the error message (e.g. ``run config metrics-port``).
+
+    Raises:
+        MetricsPortError: the port is in use or cannot be bound.
+    """
+    if not 0 < port < 65536:
+        raise MetricsPortError(f"{owner}: expected a TCP port between 1 and 65535, got {port}")
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise MetricsPortError(
+                f"{owner}: port {port} on {host} is already in use; stop the other process or choose "
+                f"another port"
+            ) from None
+        raise MetricsPortError(f"{owner}: cannot serve metrics on {host}:{port}: {error}") from None
+    log.info("Prometheus metrics at http://%s:%d/metrics", host, port)
+    return MetricsEndpoint(server, host, port)
+
+
+class ServerMetrics:
+    """The ServerApp's Prometheus metrics, updated from each finished round's record.
+
+    Args:
+        run_id: the Flower run id, exposed in ``segguided_server_run_info``.
+        run_name: the run folder's name.
+    """
+
+    def __init__(self, run_id: int | str, run_name: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        info = Info("segguided_server_run", "The run these metrics belong to", registry=self.registry)
+        info.info({"run_id": str(run_id), "run_name": run_name})
+
+        def gauge(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(f"segguided_server_{name}", documentation, labels, registry=self.registry)
+
+        self.rounds_completed = gauge("rounds_completed", "Rounds finished in this run (resumed rounds included)")
+        self.round_duration = gauge("round_duration_seconds", "Wall time of the last round")
+        self.clients_selected = gauge("clients_selected", "Clients asked to train in the last round")
+        self.clients_succeeded = gauge("clients_succeeded", "Clients whose training result arrived in the last round")
+        self.clients_failed = gauge("clients_failed", "Clients that failed or dropped out in the last round")
+        self.aggregated = gauge("round_aggregated", "1 if the last round updated the global model, else 0")
+        self.aggregation_seconds = gauge("aggregation_seconds", "Time to aggregate the last round's updates")
+        self.bytes_received = gauge("bytes_received", "Model-update bytes received in the last round")
+        self.central_dice = gauge("central_dice", "Central validation Dice of the global model", ("region",))
+        self.central_hd95 = gauge("central_hd95_mm", "Central validation HD95 of the global model", ("region",))
+        self.bytes_received_total = Counter(
+            "segguided_server_received_bytes", "Model-update bytes received by this process", registry=self.registry
+        )
+
+    def record_round(self, record: RoundRecord) -> None:
+        """Publish one finished round (round 0, the initial model, only sets the central metrics)."""
+        for region in REGIONS:
+            if f"dice-{region}" in record.central:
+                self.central_dice.labels(region=region).set(record.central[f"dice-{region}"])
+            if f"hd95-{region}" in record.central:
+                self.central_hd95.labels(region=region).set(record.central[f"hd95-{region}"])
+        if record.round == 0:
+            return
+        self.rounds_completed.set(record.round)
+        self.round_duration.set(record.timing.get("round-seconds", 0.0))
+        self.clients_selected.set(record.clients_selected)
+        self.clients_succeeded.set(record.clients_succeeded)
+        self.clients_failed.set(record.clients_failed)
+        self.aggregated.set(1 if record.aggregated else 0)
+        self.aggregation_seconds.set(record.timing.get("aggregation-seconds", 0.0))
+        self.bytes_received.set(record.bytes_received)
+        self.bytes_received_total.inc(record.bytes_received)
