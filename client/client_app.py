@@ -7,13 +7,15 @@ from flwr.client import Client
 from flwr.clientapp import ClientApp
 
 from client.site_client import SiteClient
+from client.site_config import resolve_node_config
 from server.config import RunConfig
 from server.logging_setup import route_to_flower_console
 
 
 def client_fn(context: Context) -> Client:
     route_to_flower_console()
-    return SiteClient(context.node_config, RunConfig.from_flower(context.run_config)).to_client()
+    node_config = resolve_node_config(context.node_config)  # expands a hospital's site-config file
+    return SiteClient(node_config, RunConfig.from_flower(context.run_config)).to_client()
 
 
 app = ClientApp(client_fn=client_fn)

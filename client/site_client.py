@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from flwr.client import NumPyClient
 from flwr.common import NDArrays, Scalar
 
+from client.metrics_exporter import record_round
 from client.site import Site, load_site
 from segguided_model.data.pipeline import build_eval_dataset, build_train_loader
 from segguided_model.evaluation import evaluate_volumes
@@ -93,6 +95,8 @@ class SiteClient(NumPyClient):
         }
         if self.device.type == "cuda":
             metrics["device-memory-peak-bytes"] = torch.cuda.max_memory_allocated(self.device)
+        if "metrics-file" in self.node_config:  # deployment: read by python -m client.metrics_exporter
+            record_round(Path(str(self.node_config["metrics-file"])), server_round, metrics)
         # FedAvg weights each site by its number of training cases, not by batches.
         return model_to_arrays(model), len(site.training_cases), metrics
 

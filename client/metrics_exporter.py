@@ -1,0 +1,139 @@
+"""Prometheus metrics of one hospital: the last local training round, served by a long-lived exporter.
+
+A SuperNode starts a fresh ClientApp process for every message, so an HTTP endpoint
+inside the ClientApp would exist only while it trains. Instead the ClientApp records its
+last round in a small JSON file (``metrics-file``; ``record_round``) and this exporter, a
+process that runs beside the SuperNode, serves that file's values on every scrape:
+
+    python -m client.metrics_exporter --site-config /etc/segguided/site.toml
+    python -m client.metrics_exporter --metrics-file FILE --port 9401 [--host 127.0.0.1]
+
+Exposed (all labelled ``site``): local loss, training cases, steps per second, peak
+device memory (label ``device``: ``cuda`` or ``cpu``, the latter the process's peak RSS),
+the last round number and when it was recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from client.site_config import SiteConfig, SiteConfigError
+from segguided_model.atomic_write import write_text_atomically
+from server.metrics_exporter import MetricsPortError, serve_metrics
+
+# metrics-file key -> (Prometheus name, help)
+GAUGES = {
+    "loss": ("segguided_client_loss", "Mean local training loss of the last round"),
+    "train-cases": ("segguided_client_training_cases", "Training cases used in the last round (FedAvg weight)"),
+    "steps-per-second": ("segguided_client_steps_per_second", "Local optimiser steps per second in the last round"),
+    "server-round": ("segguided_client_last_round", "The server round this site trained last"),
+    "recorded-at": ("segguided_client_last_update_timestamp_seconds", "When the last round was recorded (Unix time)"),
+}
+
+
+def record_round(path: Path, server_round: int, metrics: Mapping[str, object]) -> None:
+    """Write the last round's figures for the exporter (atomically: a scrape never sees half a file).
+
+    Args:
+        path: the site's ``metrics-file``.
+        server_round: the round just trained.
+        metrics: the fit metrics the client reports (``site-id``, ``loss``, ``train-cases``, ...).
+    """
+    if "device-memory-peak-bytes" in metrics:
+        device, memory = "cuda", float(metrics["device-memory-peak-bytes"])  # type: ignore[arg-type]
+    else:
+        # ru_maxrss is in KiB on Linux: the ClientApp process's peak resident memory.
+        device, memory = "cpu", float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    state = {
+        "site-id": str(metrics.get("site-id", "")),
+        "server-round": server_round,
+        "loss": float(metrics.get("loss", float("nan"))),  # type: ignore[arg-type]
+        "train-cases": int(metrics.get("train-cases", 0)),  # type: ignore[arg-type]
+        "steps-per-second": float(metrics.get("steps-per-second", 0.0)),  # type: ignore[arg-type]
+        "device": device,
+        "device-memory-peak-bytes": memory,
+        "recorded-at": time.time(),
+    }
+    write_text_atomically(Path(path), json.dumps(state, indent=2))
+
+
+class ClientMetricsCollector(Collector):
+    """Reads the metrics file at every scrape; exposes nothing until the first round is recorded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return  # no round yet (or the file is unreadable): an empty scrape, not an error page
+        site = str(state.get("site-id", ""))
+        for key, (name, documentation) in GAUGES.items():
+            if key in state:
+                family = GaugeMetricFamily(name, documentation, labels=["site"])
+                family.add_metric([site], float(state[key]))
+                yield family
+        if "device-memory-peak-bytes" in state:
+            family = GaugeMetricFamily(
+                "segguided_client_device_memory_peak_bytes",
+                "Peak device memory of the last round (cuda: allocated; cpu: process peak RSS)",
+                labels=["site", "device"],
+            )
+            family.add_metric([site, str(state.get("device", ""))], float(state["device-memory-peak-bytes"]))
+            yield family
+
+
+def client_registry(path: Path) -> CollectorRegistry:
+    """A registry of its own holding the collector for ``path``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ClientMetricsCollector(path))
+    return registry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m client.metrics_exporter", description=__doc__.split("\n")[0])
+    parser.add_argument("--site-config", type=Path, help="the hospital's site config (metrics-file, -port, -host)")
+    parser.add_argument("--metrics-file", type=Path, help="overrides the site config's metrics-file")
+    parser.add_argument("--port", type=int, help="overrides the site config's metrics-port")
+    parser.add_argument("--host", help="overrides the site config's metrics-host (default 127.0.0.1)")
+    args = parser.parse_args(argv)
+    try:
+        site = SiteConfig.load(args.site_config) if args.site_config else None
+    except SiteConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    metrics_file = args.metrics_file or (site.metrics_file if site else None)
+    port = args.port if args.port is not None else (site.metrics_port if site else 0)
+    host = args.host or (site.metrics_host if site else "127.0.0.1")
+    source = f"site config {args.site_config}" if site else "command line"
+    if metrics_file is None:
+        print(f"error: {source}: no metrics-file given (--metrics-file or metrics-file in the site config)",
+              file=sys.stderr)
+        return 2
+    try:
+        endpoint = serve_metrics(client_registry(metrics_file), host, port, f"{source} metrics-port")
+    except MetricsPortError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"serving {metrics_file} at {endpoint.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

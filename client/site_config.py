@@ -1,0 +1,116 @@
+"""A hospital's settings file (TOML), validated once and turned into the SuperNode's node config.
+
+A hospital writes one file and points both of its processes at it: the SuperNode
+(``--node-config 'site-config="/etc/segguided/site.toml"'``) and the client metrics
+exporter (``python -m client.metrics_exporter --site-config /etc/segguided/site.toml``).
+Keys are kebab-case; relative paths are relative to the file::
+
+    site-id = "hospital-a"
+    data-path = "/data/brats"
+    cache-dir = "/var/cache/segguided"
+    metrics-file = "/var/lib/segguided/client-metrics.json"
+    metrics-port = 9401
+    metrics-host = "0.0.0.0"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SITE_CONFIG_KEY = "site-config"
+# Node-config keys the site loader and the client read; a site config file provides them.
+NODE_CONFIG_KEYS = ("site-id", "data-path", "cache-dir", "metrics-file")
+
+
+class SiteConfigError(ValueError):
+    """The site config file is missing or invalid; the message names the file and the key."""
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class SiteConfig(BaseModel):
+    """One hospital's deployment settings.
+
+    Attributes:
+        site_id: the name this site reports under (never a path or patient data); default: the data folder's name.
+        data_path: the site's data folder (BraTS 2021/2023 or MSD layout).
+        cache_dir: where preprocessed volumes may be cached; none by default.
+        metrics_file: where the ClientApp records its last round for the metrics exporter.
+        metrics_port: the client metrics exporter's port; 0 = no exporter.
+        metrics_host: the address the exporter binds.
+    """
+
+    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, extra="forbid", frozen=True)
+
+    site_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    data_path: Path
+    cache_dir: Path | None = None
+    metrics_file: Path | None = None
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_host: str = Field("127.0.0.1", min_length=1)
+
+    @classmethod
+    def load(cls, path: Path) -> "SiteConfig":
+        """Read and validate a site config file; relative paths are resolved against its folder.
+
+        Raises:
+            SiteConfigError: the file cannot be read, is not TOML, or has a bad or unknown key.
+        """
+        path = Path(path).expanduser()
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as error:
+            raise SiteConfigError(f"site config {path}: cannot read it ({error.strerror})") from None
+        except tomllib.TOMLDecodeError as error:
+            raise SiteConfigError(f"site config {path}: not valid TOML ({error})") from None
+        return cls.from_mapping(data, source=str(path), base=path.parent)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str, base: Path | None = None) -> "SiteConfig":
+        """Validate a kebab-case mapping; ``source`` names it in errors."""
+        try:
+            config = cls.model_validate(dict(data))
+        except ValidationError as error:
+            problems = []
+            for item in error.errors():
+                key = ".".join(str(part) for part in item["loc"]) or "site config"
+                problems.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+            raise SiteConfigError(f"site config {source}: " + "; ".join(problems)) from None
+        if base is None:
+            return config
+        resolved = {
+            name: (base / value).resolve()
+            for name in ("data_path", "cache_dir", "metrics_file")
+            if isinstance(value := getattr(config, name), Path) and not value.expanduser().is_absolute()
+        }
+        return config.model_copy(update=resolved)
+
+    def node_config(self) -> dict[str, str]:
+        """The node-config keys the ClientApp reads (``data-path``, ``site-id``, ...)."""
+        values = {
+            "site-id": self.site_id,
+            "data-path": self.data_path,
+            "cache-dir": self.cache_dir,
+            "metrics-file": self.metrics_file,
+        }
+        return {key: str(Path(value).expanduser()) if isinstance(value, Path) else value
+                for key, value in values.items() if value is not None}
+
+
+def resolve_node_config(node_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The SuperNode's node config with its ``site-config`` file expanded.
+
+    Keys given directly in ``--node-config`` win over the file's, so one file can serve
+    several SuperNodes that differ only in, say, ``site-id``.
+    """
+    resolved = dict(node_config)
+    if SITE_CONFIG_KEY not in resolved:
+        return resolved
+    from_file = SiteConfig.load(Path(str(resolved.pop(SITE_CONFIG_KEY)))).node_config()
+    return {**from_file, **resolved}
