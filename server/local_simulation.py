@@ -1,0 +1,85 @@
+"""Run the app on a private local SuperLink: simulations that scripts can start and wait for.
+
+``flwr run .`` uses one shared local SuperLink under ``~/.flwr``; a script, a benchmark or a
+test that must not touch it (or be touched by a SuperLink started from another checkout)
+opens its own: a private ``FLWR_HOME``, free ports and its own synthetic-data cache. The
+SuperLink and everything it spawned (the simulation runtime, Ray) are stopped with it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.run_status import RunOutcome, start_run, wait_for_run
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class LocalFederation:
+    """The project's app on a private local SuperLink in simulation mode."""
+
+    home: Path
+    cache: Path
+    env: dict[str, str]
+    port: int
+
+    def run(self, run_config: str, supernodes: int = 3, timeout: float = 900) -> RunOutcome:
+        run_id = self.start(run_config, supernodes)
+        return wait_for_run(run_id, PROJECT_ROOT, self.env, timeout=timeout)
+
+    def start(self, run_config: str, supernodes: int = 3) -> str:
+        federation = f"num-supernodes={supernodes} client-resources-num-cpus=1"
+        return start_run(PROJECT_ROOT, run_config, federation, self.env)
+
+    def stop(self) -> None:
+        """Stop the SuperLink this harness started, and whatever it spawned."""
+        found = subprocess.run(
+            ["pgrep", "-f", f"flower-superlink.*--port {self.port}"], capture_output=True, text=True
+        )
+        groups = set()
+        for pid in (int(p) for p in found.stdout.split()):
+            try:
+                group = os.getpgid(pid)
+            except ProcessLookupError:
+                continue
+            if group != os.getpgrp():  # never our own group
+                groups.add(group)
+        # The SuperLink's simulation runtime and Ray live in its process group.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for group in groups:
+                try:
+                    os.killpg(group, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(2)
+
+
+def open_local_federation(root: Path) -> LocalFederation:
+    """Prepare (not yet start) a private SuperLink whose state lives under ``root``."""
+    home, cache = root / "flwr-home", root / "cache"
+    home.mkdir(parents=True, exist_ok=True)
+    port, control_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "SEGGUIDED_CACHE": str(cache),
+        "RAY_DEDUP_LOGS": "0",
+    }
+    return LocalFederation(home, cache, env, port)
