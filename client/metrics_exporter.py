@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import sys
 import threading
@@ -31,6 +32,8 @@ from prometheus_client.registry import Collector
 from client.site_config import SiteConfig, SiteConfigError
 from segguided_model.atomic_write import write_text_atomically
 from server.metrics_exporter import MetricsPortError, serve_metrics
+
+log = logging.getLogger(__name__)
 
 # metrics-file key -> (Prometheus name, help)
 GAUGES = {
@@ -65,7 +68,10 @@ def record_round(path: Path, server_round: int, metrics: Mapping[str, object]) -
         "device-memory-peak-bytes": memory,
         "recorded-at": time.time(),
     }
-    write_text_atomically(Path(path), json.dumps(state, indent=2))
+    try:
+        write_text_atomically(Path(path), json.dumps(state, indent=2))
+    except OSError as error:  # monitoring must never fail a training round
+        log.warning("cannot write metrics-file %s: %s", path, error)
 
 
 class ClientMetricsCollector(Collector):

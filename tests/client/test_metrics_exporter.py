@@ -108,3 +108,10 @@ def test_exporter_without_a_metrics_file_says_so(tmp_path):
     process = _start_exporter("--port", str(free_port()))
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 2 and "no metrics-file" in stderr
+
+
+def test_an_unwritable_metrics_file_does_not_fail_the_round(tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    record_round(blocker / "client-metrics.json", 1, FIT_METRICS)
+    assert "cannot write metrics-file" in caplog.text
