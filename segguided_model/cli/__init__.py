@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "segguided_model.cli.qa",
     "segguided_model.cli.synth",
     "segguided_model.cli.certs",
+    "server.experiments.command",  # the Flower layer's command, imported by name (lazily)
 )
 
 
