@@ -6,6 +6,7 @@ from flwr.app import Context
 from flwr.client import Client
 from flwr.clientapp import ClientApp
 
+from client.secure_update_mod import secure_update_mod
 from client.site_client import SiteClient
 from client.site_config import resolve_node_config
 from server.config import RunConfig
@@ -18,4 +19,5 @@ def client_fn(context: Context) -> Client:
     return SiteClient(node_config, RunConfig.from_flower(context.run_config)).to_client()
 
 
-app = ClientApp(client_fn=client_fn)
+# The mod masks each training upload under secure aggregation and passes everything else on.
+app = ClientApp(client_fn=client_fn, mods=[secure_update_mod])

@@ -28,6 +28,7 @@ from torch import nn
 from segguided_model.state_arrays import load_arrays
 from server.history import RoundRecord, RunHistory
 from server.run_folder import RunFolder
+from server.secure_aggregation import SecureRoundReport
 from server.strategies import export_optimizer_state
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class CheckpointedStrategy(Strategy):
                 key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))
             }
             for proxy, res in ordered
+            if res.metrics  # secure aggregation strips per-site metrics
         }
         for reason in record.failures:
             log.warning("round %d: a client failed: %s", number, reason)
@@ -171,6 +173,23 @@ class CheckpointedStrategy(Strategy):
         aggregated = self.inner.aggregate_fit(number, ordered, failures)
         record.timing["aggregation-seconds"] = time.perf_counter() - started
         return aggregated
+
+    def record_secure_round(self, server_round: int, report: SecureRoundReport) -> None:
+        """Keep what a secure round revealed: survivors, aggregate training metrics, epsilon, stage times.
+
+        A halted round (fewer survivors than the reconstruction threshold) never reaches
+        ``aggregate_fit``; it is recorded here as not aggregated, with the reason.
+        """
+        number = self._number(server_round)
+        record = self.history.round(number)
+        record.secure_aggregation = report.to_json()
+        if not report.aggregated:
+            record.aggregated = False
+            record.clients_succeeded = report.survivors
+            record.clients_failed = report.sampled - report.survivors
+            record.failures = [_describe_failure(Exception(text)) for text in report.failures] + [report.halted]
+            for reason in record.failures:
+                log.warning("round %d: %s", number, reason)
 
     # Central validation and checkpoints ---------------------------------------------
 

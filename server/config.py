@@ -43,6 +43,26 @@ class RunConfig(BaseModel):
     server_learning_rate: float = Field(0.01, gt=0.0, description="FedAdam/FedYogi server step size")
     server_tau: float = Field(1e-3, gt=0.0, description="FedAdam/FedYogi adaptivity")
 
+    # Secure aggregation (SecAgg+) and central differential privacy
+    secure_aggregation: bool = Field(True, description="the server sees only the sum of the clients' updates")
+    secure_aggregation_num_shares: float = Field(
+        1.0, gt=0.0, le=1.0, description="fraction of the round's clients each client shares its keys with"
+    )
+    secure_aggregation_reconstruction_threshold: float = Field(
+        0.6, gt=0.0, le=1.0, description="fraction of those shares (at least 2) needed to unmask"
+    )
+    secure_aggregation_timeout: float = Field(
+        1800.0, gt=0.0, description="seconds to wait for replies in each stage (longer than local training)"
+    )
+    secure_aggregation_clipping_range: float = Field(
+        1.0, gt=0.0, description="largest |local - global| of one weight in one round; beyond it a client fails"
+    )
+    secure_aggregation_max_cases: int = Field(1000, ge=1, description="largest number of training cases of one site")
+    differential_privacy: bool = Field(False, description="clip each update and add Gaussian noise to the sum")
+    dp_noise_multiplier: float = Field(1.0, gt=0.0, description="noise std on the sum / dp-clipping-norm")
+    dp_clipping_norm: float = Field(1.0, gt=0.0, description="largest L2 norm of one client's update")
+    dp_delta: float = Field(1e-5, gt=0.0, lt=1.0, description="delta at which epsilon is reported")
+
     # Local training
     local_epochs: int = Field(0, ge=0, description="epochs per round; 0 means use local-steps")
     local_steps: int = Field(25, ge=1)
@@ -96,6 +116,10 @@ class RunConfig(BaseModel):
                 f"min-fit-clients ({self.min_fit_clients}) exceeds min-available-clients "
                 f"({self.min_available_clients})"
             )
+        if self.differential_privacy and not self.secure_aggregation:
+            raise ValueError("differential-privacy=true needs secure-aggregation=true")
+        if self.secure_aggregation and self.min_fit_clients < 2:
+            raise ValueError(f"secure-aggregation needs min-fit-clients >= 2, got {self.min_fit_clients}")
         divisor = 2 ** (self.model_levels - 1)
         bad = [size for size in self.patch_shape if size % divisor]
         if bad:

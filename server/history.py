@@ -38,6 +38,7 @@ class RoundRecord:
     failures: list[str] = field(default_factory=list)
     aggregated: bool = True
     timing: dict[str, float] = field(default_factory=dict)
+    secure_aggregation: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class RoundRecord:
             "failures": self.failures,
             "aggregated": self.aggregated,
             "timing": self.timing,
+            "secure-aggregation": self.secure_aggregation,
         }
 
     @classmethod
@@ -68,6 +70,7 @@ class RoundRecord:
             failures=list(data.get("failures", [])),
             aggregated=bool(data.get("aggregated", True)),
             timing=dict(data.get("timing", {})),
+            secure_aggregation=dict(data.get("secure-aggregation", {})),
         )
 
     def flat(self) -> dict[str, Any]:
@@ -80,6 +83,9 @@ class RoundRecord:
         row["bytes-received"] = self.bytes_received
         row["aggregated"] = self.aggregated
         row.update({f"{key}": value for key, value in self.timing.items()})
+        secure = self.secure_aggregation
+        row.update({f"secure-{key}": value for key, value in secure.get("training", {}).items()})
+        row.update({f"secure-{key}": secure[key] for key in ("survivors", "epsilon") if secure.get(key) is not None})
         for site, metrics in sorted(self.site_evaluation.items()):
             row.update({f"{site}-eval-{key}": value for key, value in metrics.items()})
         for site, metrics in sorted(self.site_training.items()):

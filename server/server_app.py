@@ -19,10 +19,12 @@ from server.central_validation import CentralValidator
 from server.checkpointed_strategy import CheckpointedStrategy
 from server.config import RunConfig
 from server.data_sources import central_validation_cases
+from server.differential_privacy import PrivacyAccountant
 from server.history import RunHistory
 from server.logging_setup import route_to_flower_console
 from server.metrics_exporter import ServerMetrics, serve_metrics
 from server.run_folder import RunFolder
+from server.secure_aggregation import SecureAggregationSettings, SecureAggregationWorkflow
 from server.strategies import build_strategy, restore_optimizer_state
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,15 @@ def main(grid: Grid, context: Context) -> None:
     remaining = config.num_server_rounds - completed_rounds
     if remaining > 0:
         legacy_context = LegacyContext(context, config=ServerConfig(num_rounds=remaining), strategy=strategy)
-        DefaultWorkflow()(grid, legacy_context)
+        fit_workflow = None
+        if config.secure_aggregation:
+            settings = SecureAggregationSettings.from_run_config(config)
+            fit_workflow = SecureAggregationWorkflow(
+                settings,
+                on_round=strategy.record_secure_round,
+                accountant=PrivacyAccountant(settings.privacy, rounds=completed_rounds) if settings.privacy else None,
+            )
+        DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy_context)
     folder.save_final(strategy.model, extra={"round": config.num_server_rounds, "run-folder": str(folder.path)})
     best = history.best_round()
     log.info("run finished: %d rounds, best central mean Dice %.3f in round %s; outputs in %s",

@@ -64,3 +64,28 @@ def test_min_fit_clients_cannot_exceed_min_available():
 def test_anisotropic_patch_size():
     config = RunConfig.from_flower({**_app_config(), "patch-size": "64,64,32"})
     assert config.patch_shape == (64, 64, 32)
+
+
+def test_secure_aggregation_is_on_by_default():
+    config = RunConfig.from_flower(_app_config())
+    assert config.secure_aggregation and not config.differential_privacy
+
+
+def test_differential_privacy_needs_secure_aggregation():
+    with pytest.raises(RunConfigError, match="differential-privacy"):
+        RunConfig.from_flower({**_app_config(), "differential-privacy": True, "secure-aggregation": False})
+
+
+def test_secure_aggregation_needs_two_clients_per_round():
+    with pytest.raises(RunConfigError, match="min-fit-clients"):
+        RunConfig.from_flower({**_app_config(), "min-fit-clients": 1})
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("secure-aggregation-num-shares", 1.5), ("secure-aggregation-reconstruction-threshold", 0.0),
+     ("secure-aggregation-clipping-range", 0.0), ("dp-delta", 1.0)],
+)
+def test_impossible_secure_aggregation_values_are_named(key, value):
+    with pytest.raises(RunConfigError, match=key):
+        RunConfig.from_flower({**_app_config(), key: value})

@@ -14,6 +14,7 @@ from segguided_model.data.synthetic import ensure_federation
 from segguided_model.state_arrays import model_to_arrays
 from server.config import RunConfig
 from server.run_status import RunFailed
+from server.secure_encoding import FixedPointCodec
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +47,15 @@ def test_run_records_central_and_site_metrics_every_round(completed_run):
     for record in rounds[1:]:
         assert record["clients-succeeded"] == 3 and record["clients-failed"] == 0
         assert sorted(record["site-evaluation"]) == ["site-1", "site-2", "site-3"]
-        assert sorted(record["site-training"]) == ["site-1", "site-2", "site-3"]
-        for site in ("site-1", "site-2", "site-3"):  # every labelled case is used exactly once
-            trained = record["site-training"][site]["train-cases"]
-            evaluated = record["site-evaluation"][site]["cases"]
-            assert trained >= 1 and evaluated >= 1 and trained + evaluated == 4
+        # Secure aggregation is on by default: the server sees no site's training results,
+        # only the survivors, the total of training cases and the case-weighted losses.
+        assert record["site-training"] == {}
+        secure = record["secure-aggregation"]
+        assert secure["aggregated"] and secure["survivors"] == 3 and secure["halted"] == ""
+        assert 0.0 < secure["training"]["loss"] < 3.0
+        evaluated = [record["site-evaluation"][site]["cases"] for site in ("site-1", "site-2", "site-3")]
+        assert min(evaluated) >= 1  # every labelled case is used exactly once
+        assert secure["training"]["train-cases"] + sum(evaluated) == 12
         assert record["timing"]["round-seconds"] > 0
     csv_lines = (completed_run / "metrics.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(rounds)
@@ -80,7 +85,24 @@ def test_resumed_run_reaches_the_same_model_as_an_uninterrupted_one(federation, 
         assert round(uninterrupted["central"]["dice-mean"], 3) == round(continued["central"]["dice-mean"], 3)
 
 
+def test_secure_and_plain_aggregation_reach_the_same_model_and_dice(federation, completed_run):
+    """Same seeds and data: the secure round-1 model equals plain FedAvg's within the encoding's tolerance,
+    and central mean Dice agrees to 3 decimals (|difference| < 5e-4) in every round."""
+    federation.run(tiny_run_config(completed_run.parent, **{"run-name": "plain", "secure-aggregation": False}))
+    plain = completed_run.parent / "plain"
+    # Rounding of the encoding (0.5 / S at 3 clients) plus float32 rounding.
+    tolerance = FixedPointCodec(clients=3, max_weight=1000, clipping_range=1.0).tolerance + 1e-6
+    secure_round_1 = model_to_arrays(load_checkpoint(completed_run / "round-0001.pt").model)
+    plain_round_1 = model_to_arrays(load_checkpoint(plain / "round-0001.pt").model)
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(secure_round_1, plain_round_1)) <= tolerance
+    for secure, plain_record in zip(_rounds(completed_run), _rounds(plain), strict=True):
+        assert abs(secure["central"]["dice-mean"] - plain_record["central"]["dice-mean"]) < 5e-4
+    assert sorted(_rounds(plain)[1]["site-training"]) == ["site-1", "site-2", "site-3"]  # plain: per site
+
+
 def test_a_failing_client_does_not_end_the_run(federation, tmp_path):
+    """Site 3 fails in the training stage, after key sharing: the round aggregates the two survivors
+    (that their sum is exact is shown in process by test_secure_aggregation)."""
     output = tmp_path / "runs"
     settings = tiny_settings(output, **{"run-name": "one-site-broken", "num-server-rounds": 1, "seed": 7})
     config = RunConfig.from_flower({**RunConfig().to_flower(), **settings})
@@ -99,6 +121,7 @@ def test_a_failing_client_does_not_end_the_run(federation, tmp_path):
     assert record["clients-failed"] == 1
     assert record["aggregated"] is True
     assert any("site-3" in reason and "QA gate" in reason for reason in record["failures"])
+    assert record["secure-aggregation"]["survivors"] == 2 and record["secure-aggregation"]["aggregated"]
 
 
 def test_an_invalid_run_config_fails_the_run_loudly(federation, tmp_path):
