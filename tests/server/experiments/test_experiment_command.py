@@ -49,7 +49,7 @@ def test_every_experiment_and_baseline_has_results(first_run):
     assert "5 experiment(s) run, 0 finished earlier, 0 failed" in stdout
     for name in EXPERIMENTS:
         result = json.loads((results / "experiments" / name / "result.json").read_text())
-        assert [r["round"] for r in result["rounds"]] == [0, 1, 2]
+        assert [r["round"] for r in result["rounds"]] == [0, 1]
         assert 0.0 <= result["rounds"][-1]["central"]["dice-mean"] <= 1.0
         assert sorted(result["cross-site"]["sites"]) == ["site-01", "site-02"]
         assert result["cross-site"]["worst-site"] in ("site-01", "site-02")
@@ -57,15 +57,15 @@ def test_every_experiment_and_baseline_has_results(first_run):
     federated = json.loads((results / "experiments" / EXPERIMENTS[0] / "result.json").read_text())
     assert federated["factors"]["attention-supervision"] is True
     assert 0.0 < federated["convergence"]["score"] <= 1.0
-    assert federated["rounds"][-1]["simulated-seconds"] > federated["rounds"][1]["simulated-seconds"] > 0
+    assert federated["rounds"][-1]["simulated-seconds"] > 0 and "projected-score" in federated["rounds"][-1]
     # the federated run and its baselines take the same total number of optimiser steps
     central = json.loads((results / "runs" / EXPERIMENTS[2] / "metrics.json").read_text())["rounds"]
-    assert [r["site-training"][EXPERIMENTS[2]]["steps"] for r in central[1:]] == [4, 4]  # 2 sites × 2 steps
+    assert [r["site-training"][EXPERIMENTS[2]]["steps"] for r in central[1:]] == [4]  # 2 sites × 2 steps
 
 
 def test_progress_names_experiment_round_and_time_left(first_run):
     _, stdout = first_run
-    assert f"[1/5] {EXPERIMENTS[0]}: round 2/2" in stdout
+    assert f"[1/5] {EXPERIMENTS[0]}: round 1/1" in stdout
     assert "left" in stdout
 
 
