@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from server.config import RunConfig
@@ -30,6 +31,8 @@ class Experiment:
             ``attention-supervision``, ``secure-aggregation``, ``seed``).
         run_config: run-config overrides (kebab-case), without the paths the runner adds.
         site: for a local-only baseline, the index of its site in sorted site order.
+        data: the grid's ``[data]`` and this partition's settings, without folder paths
+            (so that a moved results folder or pool keeps its finished experiments).
     """
 
     name: str
@@ -38,12 +41,14 @@ class Experiment:
     factors: dict[str, Any]
     run_config: dict[str, Any]
     site: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
         """A hash of everything that determines the results (changes when the grid entry does)."""
         payload = json.dumps(
-            {"kind": self.kind, "partition": self.partition, "run-config": self.run_config, "site": self.site},
+            {"kind": self.kind, "partition": self.partition, "run-config": self.run_config, "site": self.site,
+             "data": self.data},
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -110,6 +115,14 @@ def experiment_name(factors: dict[str, Any]) -> str:
     )
 
 
+def data_settings(grid: Grid, partition: str) -> dict[str, Any]:
+    """What decides an experiment's cases: ``[data]`` and the partition, folder paths left out."""
+    data = grid.data.model_dump(by_alias=True, mode="json", exclude={"pool_dir", "validation_dir"})
+    spec = grid.partition(partition).model_dump(by_alias=True, mode="json")
+    spec["csv"] = Path(spec["csv"]).name if spec["csv"] else ""
+    return {"data": data, "pool": bool(grid.data.pool_dir), "partition": spec}
+
+
 def build_plan(grid: Grid, sites_per_partition: dict[str, int]) -> Plan:
     """Expand ``grid`` into its experiments.
 
@@ -134,7 +147,10 @@ def build_plan(grid: Grid, sites_per_partition: dict[str, int]) -> Plan:
         overrides["seed"] = factors["seed"]
         # every site takes part in every round, so a round lasts as long as its slowest site
         overrides.setdefault("min-available-clients", sites)
-        experiments.append(Experiment(experiment_name(factors), "federated", factors["partition"], factors, overrides))
+        experiments.append(Experiment(
+            experiment_name(factors), "federated", factors["partition"], factors, overrides,
+            data=data_settings(grid, factors["partition"]),
+        ))
     experiments += _baselines(grid, experiments, sites_per_partition)
     return Plan(grid, experiments)
 
@@ -155,9 +171,11 @@ def _baselines(grid: Grid, federated: list[Experiment], sites_per_partition: dic
         attention = _on_off(reference.factors["attention-supervision"])
         if grid.baselines.centralised:
             name = f"centralised-{partition}-att-{attention}-seed{seed}"
-            baselines.append(Experiment(name, "centralised", partition, factors, overrides))
+            baselines.append(Experiment(name, "centralised", partition, factors, overrides, data=reference.data))
         if grid.baselines.local_only:
             for site in range(sites_per_partition[partition]):
                 name = f"local-site{site + 1:02d}-{partition}-att-{attention}-seed{seed}"
-                baselines.append(Experiment(name, "local-only", partition, factors, overrides, site=site))
+                baselines.append(
+                    Experiment(name, "local-only", partition, factors, overrides, site=site, data=reference.data)
+                )
     return baselines

@@ -101,3 +101,15 @@ def test_fingerprint_follows_the_settings_and_names_stay(change):
     })
     after = build_plan(grid, SITES).federated[0]
     assert after.name == before.name and after.fingerprint != before.fingerprint
+
+
+def test_fingerprint_follows_the_data_and_partition_settings():
+    before = build_plan(_grid(), SITES).federated[1]  # the iid partition
+    grid = parse_grid({
+        "name": "g",
+        "data": {"synthetic-cases-per-site": 12},
+        "partitions": [{"name": "generated", "kind": "generated"}, {"name": "iid", "kind": "iid", "sites": 3, "seed": 5}],
+        "run-config": {"attention-weight": 0.2, "num-server-rounds": 2},
+    })
+    after = build_plan(grid, SITES).federated[1]
+    assert after.name == before.name and after.fingerprint != before.fingerprint
