@@ -1,0 +1,213 @@
+"""Secure vs plain aggregation: round time and bytes per client, ours and stock Flower SecAgg+.
+
+Two parts, both on the default model (``RunConfig()``):
+
+* ``protocol``: one fit round in one process (``tests/in_process_federation.py``: every
+  message serialised to Flower's protobuf and back), clients that return the global model
+  plus a small random update, for plain FedAvg, stock Flower SecAgg+ (``SecAggPlusWorkflow``
+  + ``secaggplus_mod``) and ours, at each client count. Clients run one after another, so
+  the round time is the total work of server and clients; ``added`` is the time secure
+  aggregation adds over plain. Bytes are protobuf message sizes per client.
+* ``federation``: real ``flwr run`` simulations (local SuperLink, Ray, 1 CPU per client)
+  with the default local training, secure vs plain, one round each; the fit phase is
+  from the round's first message to aggregation.
+
+Usage: ``python benchmarks/secure_aggregation_benchmark.py [--clients 3 10 20]
+[--federation-clients 10] [--skip-federation]``; writes
+``benchmarks/results/secure_aggregation.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from flwr.app import Context  # noqa: E402
+from flwr.client import NumPyClient  # noqa: E402
+from flwr.client.mod import secaggplus_mod  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.server.strategy import FedAvg  # noqa: E402
+from flwr.server.workflow import SecAggPlusWorkflow  # noqa: E402
+from flwr.server.workflow.default_workflows import default_fit_workflow  # noqa: E402
+
+from client.secure_update_mod import secure_update_mod  # noqa: E402
+from in_process_federation import InProcessGrid, legacy_context, run_round  # noqa: E402
+from segguided_model.network import SegGuidedNet  # noqa: E402
+from segguided_model.state_arrays import model_to_arrays  # noqa: E402
+from server.config import RunConfig  # noqa: E402
+from server.secure_aggregation import SecureAggregationSettings, SecureAggregationWorkflow  # noqa: E402
+
+
+class SmallStepClient(NumPyClient):
+    """Local training stand-in: the global model plus a fixed small update (AdamW-sized)."""
+
+    def __init__(self, seed: int, cases: int) -> None:
+        self.seed, self.cases = seed, cases
+
+    def fit(self, parameters, config):
+        rng = np.random.default_rng(self.seed)
+        local = [(p + rng.normal(0, 1e-3, p.shape)).astype(p.dtype) for p in parameters]
+        return local, self.cases, {"loss": 1.0, "segmentation-loss": 0.9, "attention-loss": 0.1}
+
+
+def _apps(clients: int, mods: list) -> dict:
+    def app(node: int) -> ClientApp:
+        def client_fn(context: Context):
+            return SmallStepClient(node, 10 + node).to_client()
+
+        return ClientApp(client_fn=client_fn, mods=mods)
+
+    return {node: app(node) for node in range(1, clients + 1)}
+
+
+def protocol_round(mode: str, clients: int) -> dict:
+    """One in-process fit round; time, bytes per client and the global model's dtype."""
+    initial = model_to_arrays(SegGuidedNet.from_config(RunConfig().model))
+    run_config = RunConfig().to_flower()
+    mods = {"plain": [], "stock-secagg+": [secaggplus_mod], "ours": [secure_update_mod]}[mode]
+    grid = InProcessGrid(_apps(clients, mods), run_config)
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=2, min_available_clients=2, accept_failures=True)
+    context = legacy_context(grid, strategy, initial)
+    if mode == "plain":
+        workflow = default_fit_workflow
+    elif mode == "stock-secagg+":
+        workflow = SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=0.6, timeout=1800.0)
+    else:
+        workflow = SecureAggregationWorkflow(SecureAggregationSettings.from_run_config(RunConfig()))
+    started = time.perf_counter()
+    result = run_round(workflow, grid, context, 1)
+    seconds = time.perf_counter() - started
+    client_seconds = sum(grid.client_seconds.values())
+    return {
+        "mode": mode,
+        "clients": clients,
+        "parameters": int(sum(a.size for a in initial)),
+        "round-seconds": seconds,
+        "client-seconds-total": client_seconds,
+        "client-seconds-each": client_seconds / clients,
+        "server-seconds": seconds - client_seconds,
+        "bytes-sent-per-client": float(np.mean(list(grid.bytes_sent.values()))),
+        "bytes-received-per-client": float(np.mean(list(grid.bytes_received.values()))),
+        "global-dtype": str(result[0].dtype),
+    }
+
+
+def federation_round(clients: int, secure: bool, root: Path) -> dict:
+    """One real ``flwr run`` round with the default model and local training."""
+    from federation_harness import open_local_federation, tiny_run_config  # noqa: PLC0415
+
+    federation = open_local_federation(root)
+    try:
+        name = f"{'secure' if secure else 'plain'}-{clients}"
+        settings = {
+            "num-server-rounds": 1, "fraction-evaluate": 0.0, "synthetic-sites": clients,
+            "secure-aggregation": secure, "run-name": name, "output-dir": str(root / "runs"),
+            "min-fit-clients": 2, "min-available-clients": 2,
+        }
+        run_config = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower()}"
+                              for k, v in settings.items())
+        started = time.perf_counter()
+        federation.run(run_config, supernodes=clients, timeout=1800)
+        wall = time.perf_counter() - started
+    finally:
+        federation.stop()
+    record = json.loads((root / "runs" / name / "metrics.json").read_text())["rounds"][1]
+    return {
+        "mode": "ours" if secure else "plain",
+        "clients": clients,
+        "run-wall-seconds": wall,
+        "fit-phase-seconds": record["timing"].get("fit-phase-seconds"),
+        "round-seconds": record["timing"].get("round-seconds"),
+        "client-training-seconds-max": record["timing"].get("client-training-seconds-max"),
+        "secure-stage-seconds": record.get("secure-aggregation", {}).get("timing", {}),
+        "central-dice-mean": record["central"].get("dice-mean"),
+    }
+
+
+def _markdown(results: dict) -> str:
+    lines = [
+        "# Secure aggregation benchmark",
+        "",
+        f"Machine: {results['machine']}. Model: default SegGuidedNet "
+        f"({results['protocol'][0]['parameters']:,} parameters). Produced by "
+        "`python benchmarks/secure_aggregation_benchmark.py`.",
+        "",
+        "## Protocol cost (one process, one fit round, trivial local training)",
+        "",
+        "Clients run one after another: round time = server + all clients' work. "
+        "`added` = round time minus plain's at the same client count. Download = what the "
+        "server sends a client in the round (all stages), upload = what it sends back; both "
+        "protobuf sizes. Stock SecAgg+ returns a float64 global model, so from its second "
+        "round on its download doubles too.",
+        "",
+        "| clients | mode | round s | added s | server s | client s (each) | download B/client | upload B/client | global dtype after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    plain = {r["clients"]: r["round-seconds"] for r in results["protocol"] if r["mode"] == "plain"}
+    for r in results["protocol"]:
+        lines.append(
+            f"| {r['clients']} | {r['mode']} | {r['round-seconds']:.2f} | {r['round-seconds'] - plain[r['clients']]:.2f} "
+            f"| {r['server-seconds']:.2f} | {r['client-seconds-each']:.3f} | {r['bytes-sent-per-client']:,.0f} "
+            f"| {r['bytes-received-per-client']:,.0f} | {r['global-dtype']} |"
+        )
+    if results.get("federation"):
+        lines += [
+            "",
+            "## Real federation (`flwr run`, default local training, 1 CPU per client)",
+            "",
+            "| clients | mode | fit phase s | round s (incl. central validation) | slowest client training s | secure stages s |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in results["federation"]:
+            stages = ", ".join(f"{k.removesuffix('-seconds')} {v:.1f}" for k, v in r["secure-stage-seconds"].items())
+            lines.append(
+                f"| {r['clients']} | {r['mode']} | {r['fit-phase-seconds']:.1f} | {r['round-seconds']:.1f} "
+                f"| {r['client-training-seconds-max'] or 0:.1f} | {stages or '-'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[3, 10, 20])
+    parser.add_argument("--federation-clients", type=int, nargs="*", default=[10])
+    parser.add_argument("--skip-federation", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "secure_aggregation")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    results: dict = {
+        "machine": f"{platform.node()} ({platform.processor() or platform.machine()}, "
+                   f"{torch.get_num_threads()} torch thread, shared 2-core CPU, no GPU)",
+        "protocol": [],
+        "federation": [],
+    }
+    for clients in args.clients:
+        for mode in ("plain", "stock-secagg+", "ours"):
+            results["protocol"].append(protocol_round(mode, clients))
+            print(json.dumps(results["protocol"][-1]), flush=True)
+    if not args.skip_federation:
+        with tempfile.TemporaryDirectory() as scratch:
+            for clients in args.federation_clients:
+                for secure in (False, True):
+                    results["federation"].append(federation_round(clients, secure, Path(scratch)))
+                    print(json.dumps(results["federation"][-1]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    args.out.with_suffix(".md").write_text(_markdown(results))
+    print(_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
