@@ -41,7 +41,15 @@ class SegAttentionGate(nn.Module):
         self.to_gate = nn.Conv3d(n_maps, channels, kernel_size=1, bias=False)
         nn.init.zeros_(self.to_gate.weight)
 
+    def attention_maps(self, features: torch.Tensor) -> torch.Tensor:
+        """Step 1: ``features (B, C, D, H, W)`` → ``maps (B, 3, D, H, W)`` in [0, 1]."""
+        return torch.sigmoid(self.to_maps(features))
+
+    def modulate(self, features: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """Step 2: ``features * (1 + conv1x1(maps))``, shaped like ``features``."""
+        # one fused kernel and one full-size temporary fewer than features * (1 + gate)
+        return torch.addcmul(features, features, self.to_gate(maps))
+
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = torch.sigmoid(self.to_maps(features))
-        gated = features * (1 + self.to_gate(maps))
-        return gated, maps
+        maps = self.attention_maps(features)
+        return self.modulate(features, maps), maps

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from segguided_model.attention import SegAttentionGate
-from segguided_model.blocks import DecoderStage, EncoderStage
+from segguided_model.blocks import DecoderStage, EncoderStage, upsample_nearest
 from segguided_model.labels import REGIONS
 
 
@@ -84,7 +84,8 @@ class SegGuidedNet(nn.Module):
 
     Encoder: ``levels`` residual stages (``EncoderStage``), the first at full resolution,
     each further one strided by 2. Decoder: ``levels - 1`` stages (``DecoderStage``) that
-    upsample, concatenate the encoder skip and apply a residual block. After each decoder
+    upsample (1×1×1 projection, then nearest ×2), concatenate the encoder skip and apply a
+    residual block. After each decoder
     stage a ``SegAttentionGate`` predicts NCR/ED/ET attention maps, gates the features
     with them and hands the maps out for supervision.
 
@@ -168,22 +169,27 @@ class SegGuidedNet(nn.Module):
             )
 
     def _gate_into(
-        self, gate: SegAttentionGate, consumers: Sequence[Callable[[torch.Tensor], torch.Tensor]], features: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        """Gate ``features`` and feed them to ``consumers``; returns their outputs, then the maps.
+        self,
+        gate: SegAttentionGate,
+        consumers: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+        features: torch.Tensor,
+        maps: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """Gate ``features`` with ``maps`` and feed them to ``consumers`` (1×1×1 convolutions).
 
-        In training the gate and its consumers' first layers (the next upsampling, the
-        head) are recomputed in backward rather than storing the gated features: the
-        gates then cost almost no activation memory over the network without them.
+        In training the gating and the consumers are recomputed in backward instead of
+        storing the gated features, so a gate keeps no full-size tensor alive beyond the
+        features and maps that are stored anyway. The recomputation is two 1×1×1
+        convolutions and one multiply-add per stage.
         """
 
-        def run(features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            gated, maps = gate(features)
-            return (*(consumer(gated) for consumer in consumers), maps)
+        def run(features: torch.Tensor, maps: torch.Tensor) -> list[torch.Tensor]:
+            gated = gate.modulate(features, maps)
+            return [consumer(gated) for consumer in consumers]
 
         if torch.is_grad_enabled() and features.requires_grad:
-            return checkpoint(run, features, use_reentrant=False)
-        return run(features)
+            return checkpoint(run, features, maps, use_reentrant=False)
+        return run(features, maps)
 
     def forward(self, x: torch.Tensor) -> SegGuidedOutput:
         self.check_input(x)
@@ -198,15 +204,17 @@ class SegGuidedNet(nn.Module):
         for index, stage in enumerate(self.decoder):
             features = stage.merge(upsampled, skips.pop())
             last = index == len(self.decoder) - 1
-            consumers = [self.head if last else self.decoder[index + 1].upsample]
+            # the next stage's projection runs before its interpolation, on this stage's grid
+            consumers = [self.head if last else self.decoder[index + 1].project]
             if index < len(self.deep_supervision_heads):
                 consumers.append(self.deep_supervision_heads[index])
             if self.gates:
-                *outputs, maps = self._gate_into(self.gates[index], consumers, features)
+                maps = self.gates[index].attention_maps(features)
                 attention_maps.append(maps)
+                outputs = self._gate_into(self.gates[index], consumers, features, maps)
             else:
                 outputs = [consumer(features) for consumer in consumers]
-            upsampled = outputs[0]
+            upsampled = outputs[0] if last else upsample_nearest(outputs[0])
             if len(outputs) > 1:
                 deep_logits.append(outputs[1])
         return SegGuidedOutput(upsampled, tuple(attention_maps), tuple(deep_logits))

@@ -115,3 +115,41 @@ def test_input_size_that_does_not_fit_the_strides_names_fitting_sizes():
 def test_input_of_wrong_rank_or_channels_raises_value_error(shape):
     with pytest.raises(ValueError, match="expected"):
         SegGuidedNet(base_width=4, levels=3)(torch.randn(*shape))
+
+
+def test_decoder_upsamples_without_transposed_convolutions():
+    model = SegGuidedNet(base_width=4, levels=3)
+    assert not any(isinstance(m, torch.nn.ConvTranspose3d) for m in model.modules())
+    stage = model.decoder[-1]  # 8 features in, 4 out
+    assert stage.upsample(torch.randn(1, 8, 2, 3, 4)).shape == (1, 4, 4, 6, 8)
+
+
+def test_recomputed_gates_give_the_gradients_of_plain_autograd():
+    torch.manual_seed(0)
+    model = SegGuidedNet(base_width=4, levels=3, deep_supervision=True)
+    for gate in model.gates:
+        torch.nn.init.normal_(gate.to_gate.weight)
+    x = torch.randn(1, 4, 8, 8, 8)
+
+    def gradients(recompute: bool) -> list[torch.Tensor]:
+        model.zero_grad()
+        output = model(x) if recompute else _without_recomputation(model, x)
+        loss = output.logits.square().mean() + sum(m.mean() for m in output.attention_maps)
+        loss = loss + sum(d.mean() for d in output.deep_supervision_logits)
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for recomputed, plain in zip(gradients(True), gradients(False)):
+        torch.testing.assert_close(recomputed, plain)
+
+
+def _without_recomputation(model: SegGuidedNet, x: torch.Tensor):
+    """The same forward with the gate+consumer region run eagerly (checkpoint bypassed)."""
+    import segguided_model.network as network
+
+    original = network.checkpoint
+    network.checkpoint = lambda function, *args, **kwargs: function(*args)
+    try:
+        return model(x)
+    finally:
+        network.checkpoint = original
