@@ -179,3 +179,20 @@ def test_differential_privacy_clips_noises_and_reports_epsilon():
     report = reports[0]
     assert report.training == {"clients-summed": 4.0}  # no training metrics under DP
     assert report.epsilon is not None and report.epsilon > 0 and report.delta == 1e-5
+
+
+def test_a_node_that_requires_secure_aggregation_refuses_plain_training():
+    from flwr.app import Message, RecordDict
+    from flwr.app.message_type import MessageType
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from client.secure_update_mod import PlainTrainingRefused
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    plain = Message(content=RecordDict(), dst_node_id=5, message_type=MessageType.TRAIN, group_id="1")
+    guarded = Context(run_id=1, node_id=5, node_config={"require-secure-aggregation": "true"}, state=RecordDict(),
+                      run_config=RunConfig().to_flower())
+    with pytest.raises(PlainTrainingRefused, match="require-secure-aggregation"):
+        secure_update_mod(plain, guarded, lambda message, context: message)
+    unguarded = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config=RunConfig().to_flower())
+    assert secure_update_mod(plain, unguarded, lambda message, context: "trained") == "trained"
