@@ -23,7 +23,6 @@ def test_noise_has_the_requested_standard_deviation():
 
 
 def test_epsilon_grows_with_rounds_and_shrinks_with_more_noise():
-    pytest.importorskip("opacus")
     low_noise = PrivacyAccountant(PrivacySettings(noise_multiplier=1.0, clipping_norm=1.0, delta=1e-5, sample_rate=1.0))
     spent = [low_noise.spend_round() for _ in range(3)]
     assert spent == sorted(spent) and spent[0] > 0

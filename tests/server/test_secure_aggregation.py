@@ -164,7 +164,6 @@ def test_an_update_beyond_the_clipping_range_fails_that_client_loudly():
 
 
 def test_differential_privacy_clips_noises_and_reports_epsilon():
-    pytest.importorskip("opacus")
     config = {"differential-privacy": True, "dp-clipping-norm": 0.05, "dp-noise-multiplier": 0.5}
     grid, context, workflow, initial, updates, _, reports = _federation(run_config=config)
     result = run_round(workflow, grid, context, 1)
