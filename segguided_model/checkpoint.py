@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from segguided_model.atomic_write import atomic_output
 from segguided_model.network import ModelConfig, SegGuidedNet
 
 CHECKPOINT_FORMAT = "segguided-checkpoint"
@@ -64,17 +64,8 @@ def save_checkpoint(path: str | os.PathLike, model: SegGuidedNet, extra: dict[st
         "extra": dict(extra or {}),
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as stream:
+        torch.save(payload, stream)
     return path
 
 

@@ -61,6 +61,16 @@ def _describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseEx
     return (meaningful[-1] if meaningful else text)[:500]
 
 
+def _numeric_metrics_by_site(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> dict[str, dict[str, float]]:
+    """``{site id: {metric: value}}`` of the numeric metrics each client reported."""
+    return {
+        str(res.metrics.get(SITE_ID, proxy.node_id)): {
+            key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))
+        }
+        for proxy, res in results
+    }
+
+
 class CheckpointedStrategy(Strategy):
     """Delegates to ``inner`` and records, validates and checkpoints every round.
 
@@ -144,13 +154,8 @@ class CheckpointedStrategy(Strategy):
         # Under SecAgg+ every result carries the (same-sized) aggregate instead of the upload.
         record.bytes_received = sum(len(t) for _, res in ordered for t in res.parameters.tensors)
         record.failures = [_describe_failure(f) for f in failures]
-        record.site_training = {
-            str(res.metrics.get(SITE_ID, proxy.node_id)): {
-                key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))
-            }
-            for proxy, res in ordered
-            if res.metrics  # secure aggregation strips per-site metrics
-        }
+        # Under secure aggregation results carry no per-site metrics: nothing is recorded.
+        record.site_training = _numeric_metrics_by_site([(p, r) for p, r in ordered if r.metrics])
         for reason in record.failures:
             log.warning("round %d: a client failed: %s", number, reason)
         client_seconds = [float(res.metrics.get("client-seconds", 0.0)) for _, res in ordered]
@@ -248,12 +253,7 @@ class CheckpointedStrategy(Strategy):
         record.timing["federated-evaluation-seconds"] = time.perf_counter() - self._started.get(
             "evaluate", time.perf_counter()
         )
-        record.site_evaluation = {
-            str(res.metrics.get(SITE_ID, proxy.node_id)): {
-                key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))
-            }
-            for proxy, res in sorted(results, key=lambda item: str(item[1].metrics.get(SITE_ID, "")))
-        }
+        record.site_evaluation = _numeric_metrics_by_site(results)
         for failure in failures:
             log.warning("round %d: a client failed federated evaluation: %s", number, _describe_failure(failure))
         aggregated = self.inner.aggregate_evaluate(number, results, failures)
