@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segguided_model.blocks import PointwiseConv3d
 from segguided_model.labels import SUBREGIONS
 
 
@@ -37,8 +38,8 @@ class SegAttentionGate(nn.Module):
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         n_maps = len(SUBREGIONS)
-        self.to_maps = nn.Conv3d(channels, n_maps, kernel_size=1)
-        self.to_gate = nn.Conv3d(n_maps, channels, kernel_size=1, bias=False)
+        self.to_maps = PointwiseConv3d(channels, n_maps)
+        self.to_gate = PointwiseConv3d(n_maps, channels, bias=False)
         nn.init.zeros_(self.to_gate.weight)
 
     def attention_maps(self, features: torch.Tensor) -> torch.Tensor:

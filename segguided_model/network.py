@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from segguided_model.attention import SegAttentionGate
-from segguided_model.blocks import DecoderStage, EncoderStage, upsample_nearest
+from segguided_model.blocks import DecoderStage, EncoderStage, PointwiseConv3d, upsample_nearest
 from segguided_model.labels import REGIONS
 
 
@@ -85,9 +85,8 @@ class SegGuidedNet(nn.Module):
     Encoder: ``levels`` residual stages (``EncoderStage``), the first at full resolution,
     each further one strided by 2. Decoder: ``levels - 1`` stages (``DecoderStage``) that
     upsample (1×1×1 projection, then nearest ×2), concatenate the encoder skip and apply a
-    residual block. After each decoder
-    stage a ``SegAttentionGate`` predicts NCR/ED/ET attention maps, gates the features
-    with them and hands the maps out for supervision.
+    residual block. After each decoder stage a ``SegAttentionGate`` predicts NCR/ED/ET
+    attention maps, gates the features with them and hands the maps out for supervision.
 
     The head predicts the three nested BraTS regions (ET, TC, WT) as independent sigmoid
     logits rather than mutually exclusive labels with a softmax: the BraTS metrics are
@@ -131,11 +130,11 @@ class SegGuidedNet(nn.Module):
             SegAttentionGate(widths[level]) for level in decoder_levels if cfg.attention_gates
         )
         self.deep_supervision_heads = nn.ModuleList(
-            nn.Conv3d(widths[level], cfg.out_channels, kernel_size=1)
+            PointwiseConv3d(widths[level], cfg.out_channels)
             for level in decoder_levels
             if cfg.deep_supervision and level > 0
         )
-        self.head = nn.Conv3d(widths[0], cfg.out_channels, kernel_size=1)
+        self.head = PointwiseConv3d(widths[0], cfg.out_channels)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> "SegGuidedNet":
@@ -179,8 +178,8 @@ class SegGuidedNet(nn.Module):
 
         In training the gating and the consumers are recomputed in backward instead of
         storing the gated features, so a gate keeps no full-size tensor alive beyond the
-        features and maps that are stored anyway. The recomputation is two 1×1×1
-        convolutions and one multiply-add per stage.
+        features and maps that are stored anyway. The recomputation is one multiply-add and
+        two or three 1×1×1 convolutions per stage (gate, consumers).
         """
 
         def run(features: torch.Tensor, maps: torch.Tensor) -> list[torch.Tensor]:

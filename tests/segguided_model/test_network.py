@@ -153,3 +153,14 @@ def _without_recomputation(model: SegGuidedNet, x: torch.Tensor):
         return model(x)
     finally:
         network.checkpoint = original
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_convolution_computes_a_1x1x1_conv3d(bias):
+    from segguided_model.blocks import PointwiseConv3d
+
+    pointwise = PointwiseConv3d(5, 3, bias=bias)
+    x = torch.randn(2, 5, 4, 3, 2)
+    expected = torch.nn.functional.conv3d(x, pointwise.weight, pointwise.bias)
+    torch.testing.assert_close(pointwise(x), expected)
+    assert set(pointwise.state_dict()) == set(torch.nn.Conv3d(5, 3, 1, bias=bias).state_dict())
