@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segguided_model.blocks import PointwiseConv3d
 from segguided_model.labels import SUBREGIONS
 
 
@@ -38,19 +37,11 @@ class SegAttentionGate(nn.Module):
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         n_maps = len(SUBREGIONS)
-        self.to_maps = PointwiseConv3d(channels, n_maps)
-        self.to_gate = PointwiseConv3d(n_maps, channels, bias=False)
+        self.to_maps = nn.Conv3d(channels, n_maps, kernel_size=1)
+        self.to_gate = nn.Conv3d(n_maps, channels, kernel_size=1, bias=False)
         nn.init.zeros_(self.to_gate.weight)
 
-    def attention_maps(self, features: torch.Tensor) -> torch.Tensor:
-        """Step 1: ``features (B, C, D, H, W)`` → ``maps (B, 3, D, H, W)`` in [0, 1]."""
-        return torch.sigmoid(self.to_maps(features))
-
-    def modulate(self, features: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """Step 2: ``features * (1 + conv1x1(maps))``, shaped like ``features``."""
-        # one fused kernel and one full-size temporary fewer than features * (1 + gate)
-        return torch.addcmul(features, features, self.to_gate(maps))
-
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = self.attention_maps(features)
-        return self.modulate(features, maps), maps
+        maps = torch.sigmoid(self.to_maps(features))
+        gated = features * (1 + self.to_gate(maps))
+        return gated, maps

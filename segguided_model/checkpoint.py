@@ -14,7 +14,7 @@ from segguided_model.atomic_write import atomic_output
 from segguided_model.network import ModelConfig, SegGuidedNet
 
 CHECKPOINT_FORMAT = "segguided-checkpoint"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 1
 """Bumped when the stored layout changes; older versions stay loadable."""
 
 _SHOWN_KEYS = 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -10,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DeepSupervisionLoss, DiceLoss
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from segguided_model.network import SegGuidedOutput
 
@@ -53,41 +53,12 @@ class RegionDiceBCELoss(nn.Module):
         return self.dice_weight * self.dice(logits, target) + self.bce_weight * self.bce(logits, target)
 
 
-def pooled_masks(masks: torch.Tensor, sizes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-    """Average-pool ``masks`` to each spatial size in ``sizes``, as float32 without gradient.
-
-    Each size is pooled from the nearest finer one already computed when it halves every
-    dimension exactly (a 2×2×2 mean of 2×2×2 means is the 4×4×4 mean), so a pyramid of
-    decoder resolutions reads the full-resolution masks once; other sizes fall back to
-    area interpolation from the masks.
-
-    Shapes:
-        ``masks (B, C, D, H, W)`` → one ``(B, C, *size)`` tensor per size, in the given order.
-    """
-    with torch.no_grad():
-        full = masks.float()
-        by_size = {tuple(full.shape[2:]): full}
-        for size in sorted({tuple(size) for size in sizes}, key=lambda size: -math.prod(size)):
-            if size in by_size:
-                continue
-            finer = next(
-                (pooled for have, pooled in by_size.items() if all(h == 2 * s for h, s in zip(have, size))),
-                None,
-            )
-            by_size[size] = (
-                F.avg_pool3d(finer, kernel_size=2) if finer is not None and len(size) == 3
-                else F.interpolate(full, size=size, mode="area")
-            )
-        return [by_size[tuple(size)] for size in sizes]
-
-
 class AttentionMapLoss(nn.Module):
     """BCE plus soft Dice between attention maps in [0, 1] and sub-region masks.
 
     The masks are average-pooled to the maps' resolution, so a coarse stage learns the
     fraction of each coarse voxel covered by NCR, ED and ET. Computed in float32 outside
-    autocast (binary cross-entropy on probabilities is not autocast-safe). Both terms
-    only keep the maps and the masks for backward, which are alive anyway.
+    autocast (binary cross-entropy on probabilities is not autocast-safe).
 
     Shapes:
         ``maps (B, 3, d, h, w)``, ``subregions (B, 3, D, H, W)`` → scalar.
@@ -98,9 +69,17 @@ class AttentionMapLoss(nn.Module):
         self.dice = DiceLoss(sigmoid=False, batch=True)
 
     def forward(self, maps: torch.Tensor, subregions: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and maps.requires_grad:
+            # recomputed in backward: keeps no full-resolution intermediates alive
+            return checkpoint(self._loss, maps, subregions, use_reentrant=False)
+        return self._loss(maps, subregions)
+
+    def _loss(self, maps: torch.Tensor, subregions: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=maps.device.type, enabled=False):
             maps = maps.float()
-            (target,) = pooled_masks(subregions, [maps.shape[2:]])
+            target = subregions.float()
+            if target.shape[2:] != maps.shape[2:]:
+                target = F.interpolate(target, size=maps.shape[2:], mode="area")
             return F.binary_cross_entropy(maps, target) + self.dice(maps, target)
 
 
@@ -192,9 +171,7 @@ class SegGuidedLoss(nn.Module):
         maps = output.attention_maps
         if maps:
             weights = self.stage_weights(len(maps))
-            # the masks are pooled once for all stages, each stage from the next finer one
-            targets = pooled_masks(subregions, [stage_maps.shape[2:] for stage_maps in maps])
-            stage_losses = [self.attention_loss(m, target) for m, target in zip(maps, targets)]
+            stage_losses = [self.attention_loss(stage_maps, subregions) for stage_maps in maps]
             attention = torch.stack(stage_losses).mean()
             for weight, stage_loss in zip(weights, stage_losses):
                 if weight:

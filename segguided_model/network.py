@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from segguided_model.attention import SegAttentionGate
-from segguided_model.blocks import DecoderStage, EncoderStage, PointwiseConv3d, upsample_nearest
+from segguided_model.blocks import DecoderStage, EncoderStage
 from segguided_model.labels import REGIONS
 
 
@@ -84,9 +84,9 @@ class SegGuidedNet(nn.Module):
 
     Encoder: ``levels`` residual stages (``EncoderStage``), the first at full resolution,
     each further one strided by 2. Decoder: ``levels - 1`` stages (``DecoderStage``) that
-    upsample (1×1×1 projection, then nearest ×2), concatenate the encoder skip and apply a
-    residual block. After each decoder stage a ``SegAttentionGate`` predicts NCR/ED/ET
-    attention maps, gates the features with them and hands the maps out for supervision.
+    upsample, concatenate the encoder skip and apply a residual block. After each decoder
+    stage a ``SegAttentionGate`` predicts NCR/ED/ET attention maps, gates the features
+    with them and hands the maps out for supervision.
 
     The head predicts the three nested BraTS regions (ET, TC, WT) as independent sigmoid
     logits rather than mutually exclusive labels with a softmax: the BraTS metrics are
@@ -130,11 +130,11 @@ class SegGuidedNet(nn.Module):
             SegAttentionGate(widths[level]) for level in decoder_levels if cfg.attention_gates
         )
         self.deep_supervision_heads = nn.ModuleList(
-            PointwiseConv3d(widths[level], cfg.out_channels)
+            nn.Conv3d(widths[level], cfg.out_channels, kernel_size=1)
             for level in decoder_levels
             if cfg.deep_supervision and level > 0
         )
-        self.head = PointwiseConv3d(widths[0], cfg.out_channels)
+        self.head = nn.Conv3d(widths[0], cfg.out_channels, kernel_size=1)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> "SegGuidedNet":
@@ -168,27 +168,22 @@ class SegGuidedNet(nn.Module):
             )
 
     def _gate_into(
-        self,
-        gate: SegAttentionGate,
-        consumers: Sequence[Callable[[torch.Tensor], torch.Tensor]],
-        features: torch.Tensor,
-        maps: torch.Tensor,
-    ) -> list[torch.Tensor]:
-        """Gate ``features`` with ``maps`` and feed them to ``consumers`` (1×1×1 convolutions).
+        self, gate: SegAttentionGate, consumers: Sequence[Callable[[torch.Tensor], torch.Tensor]], features: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Gate ``features`` and feed them to ``consumers``; returns their outputs, then the maps.
 
-        In training the gating and the consumers are recomputed in backward instead of
-        storing the gated features, so a gate keeps no full-size tensor alive beyond the
-        features and maps that are stored anyway. The recomputation is one multiply-add and
-        two or three 1×1×1 convolutions per stage (gate, consumers).
+        In training the gate and its consumers' first layers (the next upsampling, the
+        head) are recomputed in backward rather than storing the gated features: the
+        gates then cost almost no activation memory over the network without them.
         """
 
-        def run(features: torch.Tensor, maps: torch.Tensor) -> list[torch.Tensor]:
-            gated = gate.modulate(features, maps)
-            return [consumer(gated) for consumer in consumers]
+        def run(features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            gated, maps = gate(features)
+            return (*(consumer(gated) for consumer in consumers), maps)
 
         if torch.is_grad_enabled() and features.requires_grad:
-            return checkpoint(run, features, maps, use_reentrant=False)
-        return run(features, maps)
+            return checkpoint(run, features, use_reentrant=False)
+        return run(features)
 
     def forward(self, x: torch.Tensor) -> SegGuidedOutput:
         self.check_input(x)
@@ -203,17 +198,15 @@ class SegGuidedNet(nn.Module):
         for index, stage in enumerate(self.decoder):
             features = stage.merge(upsampled, skips.pop())
             last = index == len(self.decoder) - 1
-            # the next stage's projection runs before its interpolation, on this stage's grid
-            consumers = [self.head if last else self.decoder[index + 1].project]
+            consumers = [self.head if last else self.decoder[index + 1].upsample]
             if index < len(self.deep_supervision_heads):
                 consumers.append(self.deep_supervision_heads[index])
             if self.gates:
-                maps = self.gates[index].attention_maps(features)
+                *outputs, maps = self._gate_into(self.gates[index], consumers, features)
                 attention_maps.append(maps)
-                outputs = self._gate_into(self.gates[index], consumers, features, maps)
             else:
                 outputs = [consumer(features) for consumer in consumers]
-            upsampled = outputs[0] if last else upsample_nearest(outputs[0])
+            upsampled = outputs[0]
             if len(outputs) > 1:
                 deep_logits.append(outputs[1])
         return SegGuidedOutput(upsampled, tuple(attention_maps), tuple(deep_logits))

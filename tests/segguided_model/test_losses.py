@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segguided_model.labels import regions_from_subregions
-from segguided_model.losses import LossTerms, SegGuidedLoss, pooled_masks
+from segguided_model.losses import LossTerms, SegGuidedLoss
 from segguided_model.network import SegGuidedNet, SegGuidedOutput
 
 torch.set_num_threads(1)
@@ -96,7 +96,7 @@ def test_tiny_problem_overfits_and_attention_maps_move_toward_the_masks():
 
     error_before = map_error()
     losses = []
-    for _ in range(60):
+    for _ in range(40):
         terms = loss(model(image), regions, subregions)
         optimiser.zero_grad()
         terms.total.backward()
@@ -104,10 +104,3 @@ def test_tiny_problem_overfits_and_attention_maps_move_toward_the_masks():
         losses.append(float(terms.total.detach()))
     assert losses[-1] < 0.5 * losses[0]
     assert map_error() < 0.5 * error_before
-
-
-def test_masks_pooled_once_per_batch_equal_area_interpolation_at_every_stage():
-    masks = torch.rand(2, 3, 16, 24, 8) > 0.7
-    sizes = [(2, 3, 1), (8, 12, 4), (4, 6, 2), (16, 24, 8), (5, 5, 5)]
-    for size, pooled in zip(sizes, pooled_masks(masks, sizes)):
-        torch.testing.assert_close(pooled, torch.nn.functional.interpolate(masks.float(), size=size, mode="area"))
