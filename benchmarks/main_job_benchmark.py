@@ -36,15 +36,15 @@ TIMING_PARTS = (
 )
 
 
-def process_group_rss_bytes(group: int) -> int:
-    """Resident memory of every process in ``group``, read from /proc."""
+def session_rss_bytes(session: int) -> int:
+    """Resident memory of every process in session ``session``, read from /proc."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != group:  # field 5 of /proc/PID/stat: process group
+            if int(fields[3]) != session:  # field 6 of /proc/PID/stat: session id
                 continue
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -55,7 +55,8 @@ def process_group_rss_bytes(group: int) -> int:
 
 
 class MemorySampler(threading.Thread):
-    """Samples the SuperLink process group's total RSS until stopped; keeps the peak."""
+    """Samples the total RSS of the SuperLink's session (its simulation runtime, Ray and
+    clients run in it) until stopped; keeps the peak."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
@@ -71,14 +72,14 @@ class MemorySampler(threading.Thread):
                 except OSError:
                     continue
                 if "flower-superlink" in cmdline and f"--port {self.port}" in cmdline:
-                    return os.getpgid(int(entry.name))
+                    return os.getsid(int(entry.name))
         return None
 
     def run(self) -> None:
         while not self.stopped.is_set():
             group = self._group()
             if group is not None:
-                self.peak = max(self.peak, process_group_rss_bytes(group))
+                self.peak = max(self.peak, session_rss_bytes(group))
             self.stopped.wait(1.0)
 
 
