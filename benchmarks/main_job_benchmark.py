@@ -55,8 +55,8 @@ def session_rss_bytes(session: int) -> int:
 
 
 class MemorySampler(threading.Thread):
-    """Samples the total RSS of the SuperLink's session (its simulation runtime, Ray and
-    clients run in it) until stopped; keeps the peak."""
+    """Samples the total RSS of the SuperLink's and the simulation runtime's sessions (Ray
+    and the clients run in the latter) until stopped; keeps the peak."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
@@ -64,22 +64,24 @@ class MemorySampler(threading.Thread):
         self.peak = 0
         self.stopped = threading.Event()
 
-    def _group(self) -> int | None:
+    def _sessions(self) -> set[int]:
+        """The SuperLink's session and the simulation runtime's (it starts its own, with Ray)."""
+        markers = (f"--port {self.port}", f"127.0.0.1:{self.port}")
+        sessions = set()
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
                     cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    if any(marker in cmdline for marker in markers):
+                        sessions.add(os.getsid(int(entry.name)))
                 except OSError:
                     continue
-                if "flower-superlink" in cmdline and f"--port {self.port}" in cmdline:
-                    return os.getsid(int(entry.name))
-        return None
+        return sessions
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            group = self._group()
-            if group is not None:
-                self.peak = max(self.peak, session_rss_bytes(group))
+            total = sum(session_rss_bytes(session) for session in self._sessions())
+            self.peak = max(self.peak, total)
             self.stopped.wait(1.0)
 
 
