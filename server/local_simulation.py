@@ -46,19 +46,23 @@ class LocalFederation:
         return start_run(PROJECT_ROOT, run_config, federation, self.env)
 
     def stop(self) -> None:
-        """Stop the SuperLink this harness started, and whatever it spawned."""
-        found = subprocess.run(
-            ["pgrep", "-f", f"flower-superlink.*--port {self.port}"], capture_output=True, text=True
-        )
+        """Stop the SuperLink this harness started, and whatever it spawned.
+
+        The SuperLink runs in its own process group, and its simulation runtime starts
+        another one (with Ray and the clients inside): both are found by this SuperLink's
+        port on their command lines.
+        """
+        patterns = (f"flower-superlink.*--port {self.port}", f"127.0.0.1:{self.port}")
         groups = set()
-        for pid in (int(p) for p in found.stdout.split()):
-            try:
-                group = os.getpgid(pid)
-            except ProcessLookupError:
-                continue
-            if group != os.getpgrp():  # never our own group
-                groups.add(group)
-        # The SuperLink's simulation runtime and Ray live in its process group.
+        for pattern in patterns:
+            found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+            for pid in (int(p) for p in found.stdout.split()):
+                try:
+                    group = os.getpgid(pid)
+                except ProcessLookupError:
+                    continue
+                if group != os.getpgrp():  # never our own group
+                    groups.add(group)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for group in groups:
                 try:
