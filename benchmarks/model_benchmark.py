@@ -170,6 +170,10 @@ def plan(args) -> tuple[list[dict], list[dict]]:
         fields = {"base_width": width, "levels": levels}
         train.append({**common, "name": f"SegGuidedNet w{width} L{levels}", "model": "segguided", "fields": fields})
         train.append({**common, "name": f"no-gate w{width} L{levels}", "model": "segguided", "fields": {**fields, "attention_gates": False}})
+    # the CPU simulation configuration at its own patch size
+    simulation = {**common, "size": 48, "model": "segguided"}
+    train.append({**simulation, "name": "SegGuidedNet w8 L4 48³", "fields": {"base_width": 8, "levels": 4}})
+    train.append({**simulation, "name": "no-gate w8 L4 48³", "fields": {"base_width": 8, "levels": 4, "attention_gates": False}})
     target = sum(p.numel() for p in SegGuidedNet(base_width=args.width, levels=4).parameters())
     filters = matched_segresnet_filters(target)
     train.append({**common, "name": f"SegResNet f{filters}", "model": "segresnet", "init_filters": filters})
@@ -201,6 +205,8 @@ def write_report(info: dict, args, train: dict, infer: dict) -> None:
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores" + (f", {info['gpu']}" if "gpu" in info else "")
         + f"; torch {info['torch']}, MONAI {info['monai']}, Python {info['python']}.",
+        *(["", f"Note: {args.note}"] if args.note else []),
+        "",
         f"Torch threads: {args.threads}; {args.rounds} alternating rounds, fastest kept. Each configuration ran in a fresh process; peak memory is that "
         "process's `ru_maxrss` (includes the interpreter and torch), 'train Δ' is peak minus the "
         "resident memory after building the model and data.",
@@ -229,7 +235,9 @@ def write_report(info: dict, args, train: dict, infer: dict) -> None:
     gated = f"SegGuidedNet w{args.width} L4"
     lines += [
         "",
-        f"SegGuidedNet w{args.width} L4 step / {segresnet} step: {ratio(train, gated, segresnet, 'step_s'):.3f}.",
+        f"SegGuidedNet w{args.width} L4 step / {segresnet} step: {ratio(train, gated, segresnet, 'step_s'):.3f} "
+        f"({train[gated]['parameters']:,} vs {train[segresnet]['parameters']:,} parameters; SegResNet's "
+        "init_filters chosen to match the parameter count as closely as possible).",
         "",
         "## Whole-volume CPU inference (240×240×155, sliding window, Gaussian blending)",
         "",
@@ -254,6 +262,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16, help="base width of the CPU comparison network")
     parser.add_argument("--roi", type=int, default=128)
     parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--note", default="", help="written under the machine line (e.g. that the CPU was shared)")
     args = parser.parse_args()
     import torch
 
