@@ -23,6 +23,18 @@ log = logging.getLogger(__name__)
 CENTRAL_KEYS = ("dice-et", "dice-tc", "dice-wt", "dice-mean", "hd95-et", "hd95-tc", "hd95-wt", "hd95-mean")
 
 
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text of rows whose keys may differ: the columns are every key, in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 @dataclass
 class RoundRecord:
     """Everything measured in one round. Round 0 is the initial model."""
@@ -122,15 +134,7 @@ class RunHistory:
         write_text_atomically(
             self.folder / "metrics.json", json.dumps({"rounds": [r.to_json() for r in rows]}, indent=2)
         )
-        flat = [r.flat() for r in rows]
-        columns: list[str] = []
-        for row in flat:
-            columns.extend(key for key in row if key not in columns)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(flat)
-        write_text_atomically(self.folder / "metrics.csv", buffer.getvalue())
+        write_text_atomically(self.folder / "metrics.csv", rows_to_csv([r.flat() for r in rows]))
 
     def central_table(self) -> str:
         """The per-round central validation table, as logged after every round."""

@@ -11,14 +11,13 @@ An experiment whose ``result.json`` exists is finished and is never rerun.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from segguided_model.atomic_write import write_text_atomically
+from server.history import rows_to_csv
 
 RESULT_FILE = "result.json"
 
@@ -75,17 +74,6 @@ class ExperimentResult:
         return cls(**{key.replace("-", "_"): value for key, value in data.items()})
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(key for key in row if key not in columns)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def round_rows(result: ExperimentResult) -> list[dict[str, Any]]:
     """``rounds.csv``: one flat row per round."""
     rows = []
@@ -100,9 +88,9 @@ def round_rows(result: ExperimentResult) -> list[dict[str, Any]]:
 def write_result(folder: Path, result: ExperimentResult) -> Path:
     """Write the CSVs, then ``result.json`` (atomically, last: it marks the experiment finished)."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(folder / "rounds.csv", _csv(round_rows(result)))
+    write_text_atomically(folder / "rounds.csv", rows_to_csv(round_rows(result)))
     sites = [{"experiment": result.name, "site": s, **m} for s, m in sorted(result.cross_site.get("sites", {}).items())]
-    write_text_atomically(folder / "cross-site.csv", _csv(sites))
+    write_text_atomically(folder / "cross-site.csv", rows_to_csv(sites))
     path = folder / RESULT_FILE
     write_text_atomically(path, json.dumps(result.to_json(), indent=2))
     return path
@@ -129,4 +117,4 @@ def read_result(folder: Path, fingerprint: str | None = None) -> ExperimentResul
 
 def write_table(path: Path, rows: list[dict[str, Any]]) -> None:
     """A CSV of arbitrary rows (columns in first-seen order), written atomically."""
-    write_text_atomically(path, _csv(rows))
+    write_text_atomically(path, rows_to_csv(rows))
