@@ -4,7 +4,7 @@ Every configuration runs in a fresh subprocess so its peak resident memory
 (``resource.getrusage(...).ru_maxrss``) is its own. Results go to
 ``benchmarks/results/model_benchmark.{md,json}``. Run:
 
-    python benchmarks/model_benchmark.py [--threads 2] [--steps 5]
+    python benchmarks/model_benchmark.py [--threads 2] [--steps 5] [--name model_benchmark]
 """
 
 from __future__ import annotations
@@ -104,19 +104,29 @@ def worker_infer(spec: dict) -> dict:
     from segguided_model.inference import predict_volume
 
     torch.manual_seed(0)
+    device = torch.device(spec.get("device", "cpu"))
     model = build(spec)
     image = torch.randn(4, *BRATS_SHAPE)
     baseline = current_rss_mib()
+    if device.type == "cuda":  # the first windows pay for cuDNN's kernel choice
+        predict_volume(model, image[:, :128, :128, :128], roi_size=spec["roi"], device=device, amp=spec.get("amp", False))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    prediction = predict_volume(model, image, roi_size=spec["roi"], overlap=spec["overlap"], device="cpu")
+    prediction = predict_volume(
+        model, image, roi_size=spec["roi"], overlap=spec["overlap"], device=device, amp=spec.get("amp", False)
+    )
     elapsed = time.perf_counter() - start
-    return {
+    result = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "inference_s": elapsed,
         "peak_rss_mib": rss_mib(),
         "rss_before_inference_mib": baseline,
         "output_shape": list(prediction.probabilities.shape),
     }
+    if device.type == "cuda":
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
 
 
 def run_isolated(spec: dict, threads: int) -> dict:
@@ -189,6 +199,9 @@ def plan(args) -> tuple[list[dict], list[dict]]:
         {"name": f"inference w{args.width} L4 roi{args.roi}", "model": "segguided", "fields": {"base_width": args.width, "levels": 4},
          "roi": args.roi, "overlap": args.overlap},
     ]
+    if torch.cuda.is_available():
+        infer.append({"name": f"CUDA inference default roi{args.roi} AMP", "model": "segguided", "fields": {},
+                      "roi": args.roi, "overlap": args.overlap, "device": "cuda", "amp": True})
     return train, infer
 
 
@@ -199,7 +212,7 @@ def ratio(results: dict, name: str, baseline: str, key: str) -> float:
 def write_report(info: dict, args, train: dict, infer: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"machine": info, "settings": vars(args), "train": train, "inference": infer}
-    (RESULTS / "model_benchmark.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
         "# SegGuidedNet model benchmark",
         "",
@@ -219,7 +232,9 @@ def write_report(info: dict, args, train: dict, infer: dict) -> None:
     for name, r in train.items():
         spec = r["spec"]
         base = name.replace("SegGuidedNet", "no-gate") if "SegGuidedNet" in name else None
-        if base in train:
+        if base in train and "peak_cuda_mib" in r:  # on a GPU, what counts is the GPU's memory
+            rel = f"{ratio(train, name, base, 'step_s'):.3f} | {ratio(train, name, base, 'peak_cuda_mib'):.3f} (CUDA) | n/a"
+        elif base in train:
             rel = (
                 f"{ratio(train, name, base, 'step_s'):.3f} | {ratio(train, name, base, 'peak_rss_mib'):.3f} | "
                 f"{(r['peak_rss_mib'] - r['rss_before_training_mib']) / (train[base]['peak_rss_mib'] - train[base]['rss_before_training_mib']):.3f}"
@@ -238,18 +253,30 @@ def write_report(info: dict, args, train: dict, infer: dict) -> None:
         f"SegGuidedNet w{args.width} L4 step / {segresnet} step: {ratio(train, gated, segresnet, 'step_s'):.3f} "
         f"({train[gated]['parameters']:,} vs {train[segresnet]['parameters']:,} parameters; SegResNet's "
         "init_filters chosen to match the parameter count as closely as possible).",
+    ]
+    if "CUDA SegResNet matched" in train:
+        lines += [
+            "",
+            f"CUDA SegGuidedNet default step / CUDA SegResNet matched step: "
+            f"{ratio(train, 'CUDA SegGuidedNet default', 'CUDA SegResNet matched', 'step_s'):.3f} "
+            f"({train['CUDA SegGuidedNet default']['parameters']:,} vs {train['CUDA SegResNet matched']['parameters']:,} parameters).",
+        ]
+    lines += [
         "",
-        "## Whole-volume CPU inference (240×240×155, sliding window, Gaussian blending)",
+        "## Whole-volume inference (240×240×155, sliding window, Gaussian blending)",
+        "",
+        "CPU rows: 'fits 8 GiB' is about the process's RAM; CUDA rows also give the GPU's peak.",
         "",
         "| configuration | params | roi | overlap | seconds | peak RSS MiB | fits 8 GiB |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in infer.items():
+        gpu = f", CUDA peak {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""
         lines.append(
-            f"| {name} | {r['parameters']:,} | {r['spec']['roi']} | {r['spec']['overlap']} | {r['inference_s']:.1f} | "
+            f"| {name}{gpu} | {r['parameters']:,} | {r['spec']['roi']} | {r['spec']['overlap']} | {r['inference_s']:.1f} | "
             f"{r['peak_rss_mib']:.0f} | {'yes' if r['peak_rss_mib'] < 8192 else 'NO'} |"
         )
-    (RESULTS / "model_benchmark.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -262,6 +289,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16, help="base width of the CPU comparison network")
     parser.add_argument("--roi", type=int, default=128)
     parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--name", default="model_benchmark", help="results file stem under benchmarks/results/")
     parser.add_argument("--note", default="", help="written under the machine line (e.g. that the CPU was shared)")
     args = parser.parse_args()
     import torch
@@ -279,7 +307,8 @@ def main() -> None:
     for round_index in range(args.rounds):
         for spec in train_specs:
             result = {**run_isolated(spec, args.threads), "spec": spec}
-            print(f"round {round_index + 1} {spec['name']}: {result['step_s']:.3f} s/step, peak {result['peak_rss_mib']:.0f} MiB", flush=True)
+            gpu = f", CUDA peak {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else ""
+            print(f"round {round_index + 1} {spec['name']}: {result['step_s']:.3f} s/step, peak {result['peak_rss_mib']:.0f} MiB{gpu}", flush=True)
             previous = train.get(spec["name"])
             if previous is None or result["step_s"] < previous["step_s"]:
                 train[spec["name"]] = result
@@ -287,7 +316,7 @@ def main() -> None:
         infer[spec["name"]] = {**run_isolated(spec, args.threads), "spec": spec}
         print(f"{spec['name']}: {infer[spec['name']]['inference_s']:.1f} s, peak {infer[spec['name']]['peak_rss_mib']:.0f} MiB", flush=True)
     write_report(machine(), args, train, infer)
-    print((RESULTS / "model_benchmark.md").read_text())
+    print((RESULTS / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":

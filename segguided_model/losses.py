@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DeepSupervisionLoss, DiceLoss
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from segguided_model.network import SegGuidedOutput
 
@@ -69,12 +68,6 @@ class AttentionMapLoss(nn.Module):
         self.dice = DiceLoss(sigmoid=False, batch=True)
 
     def forward(self, maps: torch.Tensor, subregions: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and maps.requires_grad:
-            # recomputed in backward: keeps no full-resolution intermediates alive
-            return checkpoint(self._loss, maps, subregions, use_reentrant=False)
-        return self._loss(maps, subregions)
-
-    def _loss(self, maps: torch.Tensor, subregions: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=maps.device.type, enabled=False):
             maps = maps.float()
             target = subregions.float()

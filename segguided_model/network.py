@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from segguided_model.attention import SegAttentionGate
 from segguided_model.blocks import DecoderStage, EncoderStage
@@ -167,24 +166,6 @@ class SegGuidedNet(nn.Module):
                 f"network: every dimension must be a multiple of {divisor} (e.g. {hints})"
             )
 
-    def _gate_into(
-        self, gate: SegAttentionGate, consumers: Sequence[Callable[[torch.Tensor], torch.Tensor]], features: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        """Gate ``features`` and feed them to ``consumers``; returns their outputs, then the maps.
-
-        In training the gate and its consumers' first layers (the next upsampling, the
-        head) are recomputed in backward rather than storing the gated features: the
-        gates then cost almost no activation memory over the network without them.
-        """
-
-        def run(features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            gated, maps = gate(features)
-            return (*(consumer(gated) for consumer in consumers), maps)
-
-        if torch.is_grad_enabled() and features.requires_grad:
-            return checkpoint(run, features, use_reentrant=False)
-        return run(features)
-
     def forward(self, x: torch.Tensor) -> SegGuidedOutput:
         self.check_input(x)
         skips = []
@@ -202,10 +183,9 @@ class SegGuidedNet(nn.Module):
             if index < len(self.deep_supervision_heads):
                 consumers.append(self.deep_supervision_heads[index])
             if self.gates:
-                *outputs, maps = self._gate_into(self.gates[index], consumers, features)
+                features, maps = self.gates[index](features)
                 attention_maps.append(maps)
-            else:
-                outputs = [consumer(features) for consumer in consumers]
+            outputs = [consumer(features) for consumer in consumers]
             upsampled = outputs[0]
             if len(outputs) > 1:
                 deep_logits.append(outputs[1])
