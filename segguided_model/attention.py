@@ -6,48 +6,7 @@ import torch
 from torch import nn
 
 from segguided_model.labels import SUBREGIONS
-
-
-def pointwise(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """A 1×1×1 convolution computed as one batched matrix product.
-
-    Equal to ``F.conv3d(features, weight, bias)``; on CPU, convolution kernels are slow
-    for a handful of channels and a 1×1×1 kernel, while a matrix product is not.
-
-    Shapes:
-        ``features (B, C_in, D, H, W)``, ``weight (C_out, C_in, 1, 1, 1)``, ``bias (C_out,)``
-        → ``(B, C_out, D, H, W)``.
-    """
-    batch, channels, *spatial = features.shape
-    matrix = weight.reshape(weight.shape[0], channels).to(features.dtype)
-    out = torch.matmul(matrix, features.reshape(batch, channels, -1))
-    if bias is not None:
-        out = out + bias.to(out.dtype)[:, None]
-    return out.reshape(batch, weight.shape[0], *spatial)
-
-
-class _MapGating(torch.autograd.Function):
-    """``features * (1 + pointwise(maps, weight))`` that keeps only its inputs for backward."""
-
-    @staticmethod
-    def forward(ctx, features: torch.Tensor, maps: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(features, maps, weight)
-        scale = pointwise(maps.to(features.dtype), weight)
-        return scale.add_(1).mul_(features)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        # one feature-sized temporary at a time: backward's memory peak is where it starts
-        features, maps, weight = ctx.saved_tensors
-        batch, channels, n_maps = grad.shape[0], grad.shape[1], maps.shape[1]
-        flat_maps = maps.to(grad.dtype).reshape(batch, n_maps, -1)
-        matrix = weight.reshape(channels, n_maps).to(grad.dtype)
-        grad_scale = (grad * features).reshape(batch, channels, -1)
-        grad_maps = torch.matmul(matrix.t(), grad_scale).reshape(maps.shape).to(maps.dtype)
-        grad_weight = torch.matmul(grad_scale, flat_maps.transpose(1, 2)).sum(0)
-        del grad_scale
-        grad_features = pointwise(maps.to(grad.dtype), weight).add_(1).mul_(grad)
-        return grad_features.to(features.dtype), grad_maps, grad_weight.reshape(weight.shape).to(weight.dtype)
+from segguided_model.pointwise import gate_with_maps, pointwise
 
 
 class SegAttentionGate(nn.Module):
@@ -89,5 +48,5 @@ class SegAttentionGate(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = torch.sigmoid(pointwise(features, self.to_maps.weight, self.to_maps.bias))
-        gated = _MapGating.apply(features, maps, self.to_gate.weight)
+        gated = gate_with_maps(features, maps, self.to_gate.weight)
         return gated, maps
