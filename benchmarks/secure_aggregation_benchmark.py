@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -173,7 +174,8 @@ def _markdown(results: dict) -> str:
             stages = ", ".join(f"{k.removesuffix('-seconds')} {v:.1f}" for k, v in r["secure-stage-seconds"].items())
             lines.append(
                 f"| {r['clients']} | {r['mode']} | {r['fit-phase-seconds']:.1f} | {r['round-seconds']:.1f} "
-                f"| {r['client-training-seconds-max'] or 0:.1f} | {stages or '-'} |"
+                f"| {'masked' if r['mode'] == 'ours' else format(r['client-training-seconds-max'] or 0, '.1f')} "
+                f"| {stages or '-'} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -189,7 +191,7 @@ def main() -> None:
 
     results: dict = {
         "machine": f"{platform.node()} ({platform.processor() or platform.machine()}, "
-                   f"{torch.get_num_threads()} torch thread, shared 2-core CPU, no GPU)",
+                   f"{torch.get_num_threads()} torch thread, {os.cpu_count()}-core CPU, no GPU)",
         "protocol": [],
         "federation": [],
     }
