@@ -62,13 +62,14 @@ def _describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseEx
 
 
 def _numeric_metrics_by_site(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> dict[str, dict[str, float]]:
-    """``{site id: {metric: value}}`` of the numeric metrics each client reported."""
-    return {
+    """``{site id: {metric: value}}`` of the numeric metrics each client reported, in site order."""
+    by_site = {
         str(res.metrics.get(SITE_ID, proxy.node_id)): {
             key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))
         }
         for proxy, res in results
     }
+    return dict(sorted(by_site.items()))
 
 
 class CheckpointedStrategy(Strategy):
