@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from server.local_simulation import PROJECT_ROOT, open_local_federation
+from server.local_simulation import PROJECT_ROOT, LocalFederation, open_local_federation
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 TIMING_PARTS = (
@@ -58,24 +58,20 @@ class MemorySampler(threading.Thread):
     """Samples the total RSS of the SuperLink's and the simulation runtime's sessions (Ray
     and the clients run in the latter) until stopped; keeps the peak."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, federation: LocalFederation) -> None:
         super().__init__(daemon=True)
-        self.port = port
+        self.federation = federation
         self.peak = 0
         self.stopped = threading.Event()
 
     def _sessions(self) -> set[int]:
         """The SuperLink's session and the simulation runtime's (it starts its own, with Ray)."""
-        markers = (f"--port {self.port}", f"127.0.0.1:{self.port}")
         sessions = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    if any(marker in cmdline for marker in markers):
-                        sessions.add(os.getsid(int(entry.name)))
-                except OSError:
-                    continue
+        for pid in self.federation.process_ids():
+            try:
+                sessions.add(os.getsid(pid))
+            except ProcessLookupError:
+                continue
         return sessions
 
     def run(self) -> None:
@@ -101,7 +97,7 @@ def main() -> None:
         federation = open_local_federation(Path(scratch))
         output = Path(scratch) / "runs"
         run_config = f'output-dir="{output}" run-name="benchmark" {args.run_config}'.strip()
-        sampler = MemorySampler(federation.port)
+        sampler = MemorySampler(federation)
         sampler.start()
         started = time.perf_counter()
         try:

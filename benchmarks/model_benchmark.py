@@ -205,6 +205,11 @@ def plan(args) -> tuple[list[dict], list[dict]]:
     return train, infer
 
 
+def cuda_peak(result: dict) -> str:
+    """``", CUDA peak N MiB"`` for a result measured on a GPU, else nothing."""
+    return f", CUDA peak {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else ""
+
+
 def ratio(results: dict, name: str, baseline: str, key: str) -> float:
     return results[name][key] / results[baseline][key]
 
@@ -241,9 +246,8 @@ def write_report(info: dict, args, train: dict, infer: dict) -> None:
             )
         else:
             rel = "| |"
-        gpu = f", CUDA peak {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""
         lines.append(
-            f"| {name}{gpu} | {r['parameters']:,} | {spec['batch']}×4×{spec['size']}³{' AMP' if spec['amp'] else ''} | "
+            f"| {name}{cuda_peak(r)} | {r['parameters']:,} | {spec['batch']}×4×{spec['size']}³{' AMP' if spec['amp'] else ''} | "
             f"{r['step_s']:.3f} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - r['rss_before_training_mib']:.0f} | {rel} |"
         )
     segresnet = next(n for n in train if n.startswith("SegResNet"))
@@ -271,9 +275,8 @@ def write_report(info: dict, args, train: dict, infer: dict) -> None:
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in infer.items():
-        gpu = f", CUDA peak {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""
         lines.append(
-            f"| {name}{gpu} | {r['parameters']:,} | {r['spec']['roi']} | {r['spec']['overlap']} | {r['inference_s']:.1f} | "
+            f"| {name}{cuda_peak(r)} | {r['parameters']:,} | {r['spec']['roi']} | {r['spec']['overlap']} | {r['inference_s']:.1f} | "
             f"{r['peak_rss_mib']:.0f} | {'yes' if r['peak_rss_mib'] < 8192 else 'NO'} |"
         )
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
@@ -307,8 +310,7 @@ def main() -> None:
     for round_index in range(args.rounds):
         for spec in train_specs:
             result = {**run_isolated(spec, args.threads), "spec": spec}
-            gpu = f", CUDA peak {result['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in result else ""
-            print(f"round {round_index + 1} {spec['name']}: {result['step_s']:.3f} s/step, peak {result['peak_rss_mib']:.0f} MiB{gpu}", flush=True)
+            print(f"round {round_index + 1} {spec['name']}: {result['step_s']:.3f} s/step, peak {result['peak_rss_mib']:.0f} MiB{cuda_peak(result)}", flush=True)
             previous = train.get(spec["name"])
             if previous is None or result["step_s"] < previous["step_s"]:
                 train[spec["name"]] = result

@@ -82,11 +82,16 @@ def pointwise(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return _Pointwise.apply(inputs, weight, bias)
 
 
+def _scale(maps: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The gating factor ``1 + pointwise(maps, weight)`` in ``dtype``: ``(B, M, *S)`` → ``(B, C, *S)``."""
+    return _apply(_matrix(weight, dtype), maps.to(dtype)).add_(1)
+
+
 class _MapGating(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, maps, weight):
         ctx.save_for_backward(features, maps, weight)
-        return _apply(_matrix(weight, features.dtype), maps.to(features.dtype)).add_(1).mul_(features)
+        return _scale(maps, weight, features.dtype).mul_(features)
 
     @staticmethod
     def backward(ctx, grad):
@@ -96,7 +101,7 @@ class _MapGating(torch.autograd.Function):
         grad_maps = _apply(_matrix(weight, grad.dtype).t(), grad_scale).to(maps.dtype)
         grad_weight = summed_outer_product(grad_scale, maps).reshape(weight.shape).to(weight.dtype)
         del grad_scale
-        grad_features = _apply(_matrix(weight, grad.dtype), maps.to(grad.dtype)).add_(1).mul_(grad)
+        grad_features = _scale(maps, weight, grad.dtype).mul_(grad)
         return grad_features.to(features.dtype), grad_maps, grad_weight
 
 

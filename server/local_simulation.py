@@ -45,24 +45,29 @@ class LocalFederation:
         federation = f"num-supernodes={supernodes} client-resources-num-cpus=1"
         return start_run(PROJECT_ROOT, run_config, federation, self.env)
 
+    def process_ids(self) -> set[int]:
+        """The SuperLink this harness started and its simulation runtime (Ray and the
+        clients run inside the latter), found by this SuperLink's port on their command lines."""
+        pids = set()
+        for pattern in (f"flower-superlink.*--port {self.port}", f"127.0.0.1:{self.port}"):
+            found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+            pids.update(int(p) for p in found.stdout.split())
+        return pids
+
     def stop(self) -> None:
         """Stop the SuperLink this harness started, and whatever it spawned.
 
         The SuperLink runs in its own process group, and its simulation runtime starts
-        another one (with Ray and the clients inside): both are found by this SuperLink's
-        port on their command lines.
+        another one: both groups are ended.
         """
-        patterns = (f"flower-superlink.*--port {self.port}", f"127.0.0.1:{self.port}")
         groups = set()
-        for pattern in patterns:
-            found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-            for pid in (int(p) for p in found.stdout.split()):
-                try:
-                    group = os.getpgid(pid)
-                except ProcessLookupError:
-                    continue
-                if group != os.getpgrp():  # never our own group
-                    groups.add(group)
+        for pid in self.process_ids():
+            try:
+                group = os.getpgid(pid)
+            except ProcessLookupError:
+                continue
+            if group != os.getpgrp():  # never our own group
+                groups.add(group)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for group in groups:
                 try:
