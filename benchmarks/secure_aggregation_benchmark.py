@@ -106,7 +106,7 @@ def protocol_round(mode: str, clients: int) -> dict:
 
 def federation_round(clients: int, secure: bool, root: Path) -> dict:
     """One real ``flwr run`` round with the default model and local training."""
-    from federation_harness import open_local_federation, tiny_run_config  # noqa: PLC0415
+    from server.local_simulation import open_local_federation, run_config_argument  # noqa: PLC0415
 
     federation = open_local_federation(root)
     try:
@@ -116,8 +116,7 @@ def federation_round(clients: int, secure: bool, root: Path) -> dict:
             "secure-aggregation": secure, "run-name": name, "output-dir": str(root / "runs"),
             "min-fit-clients": 2, "min-available-clients": 2,
         }
-        run_config = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower()}"
-                              for k, v in settings.items())
+        run_config = run_config_argument(settings)
         started = time.perf_counter()
         federation.run(run_config, supernodes=clients, timeout=1800)
         wall = time.perf_counter() - started

@@ -8,6 +8,7 @@ SuperLink and everything it spawned (the simulation runtime, Ray) are stopped wi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from server.run_status import RunOutcome, start_run, wait_for_run
 
@@ -26,6 +28,19 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def run_config_argument(settings: dict[str, Any]) -> str:
+    """Run-config overrides as one ``--run-config`` string (TOML values)."""
+
+    def value(item: Any) -> str:
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        if isinstance(item, str):
+            return json.dumps(item)
+        return repr(item)
+
+    return " ".join(f"{key}={value(item)}" for key, item in settings.items())
 
 
 @dataclass

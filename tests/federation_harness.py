@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.local_simulation import PROJECT_ROOT, LocalFederation, free_port, open_local_federation
+from server.local_simulation import PROJECT_ROOT, LocalFederation, free_port, open_local_federation, run_config_argument
 
 __all__ = ["PROJECT_ROOT", "LocalFederation", "free_port", "open_local_federation", "tiny_settings", "tiny_run_config"]
 
@@ -31,13 +31,5 @@ def tiny_settings(output_dir: Path, **overrides: object) -> dict[str, object]:
 
 def tiny_run_config(output_dir: Path, **overrides: object) -> str:
     """``tiny_settings`` as a ``--run-config`` argument."""
-    settings = tiny_settings(output_dir, **overrides)
-    return " ".join(f"{key}={_toml(value)}" for key, value in settings.items())
+    return run_config_argument(tiny_settings(output_dir, **overrides))
 
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)

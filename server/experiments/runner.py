@@ -42,7 +42,7 @@ from server.experiments.plan import Experiment, Plan, build_plan
 from server.experiments.progress import Progress
 from server.experiments.results import ExperimentResult, read_result, write_result
 from server.experiments.site_folders import PreparedData, prepare_data
-from server.local_simulation import PROJECT_ROOT, LocalFederation, open_local_federation
+from server.local_simulation import PROJECT_ROOT, LocalFederation, open_local_federation, run_config_argument
 from server.run_status import COMPLETED, TERMINAL_PREFIX, RunFailed, run_logs, run_status
 
 log = logging.getLogger(__name__)
@@ -60,19 +60,6 @@ class GridOutcome:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     report: Path | None = None
-
-
-def run_config_argument(settings: dict[str, Any]) -> str:
-    """Run-config overrides as one ``--run-config`` string (TOML values)."""
-
-    def value(item: Any) -> str:
-        if isinstance(item, bool):
-            return "true" if item else "false"
-        if isinstance(item, str):
-            return json.dumps(item)
-        return repr(item)
-
-    return " ".join(f"{key}={value(item)}" for key, item in settings.items())
 
 
 class GridRunner:

@@ -13,7 +13,8 @@ from segguided_model.network import SegGuidedNet
 from server.experiments.grid import load_grid, run_config_keys
 from server.experiments.progress import Progress
 from server.experiments.results import ResultMismatch, read_result
-from server.experiments.runner import GridRunner, run_config_argument
+from server.experiments.runner import GridRunner
+from server.local_simulation import run_config_argument
 from server.local_simulation import PROJECT_ROOT
 
 needs_secure_aggregation_key = pytest.mark.skipif(
