@@ -33,35 +33,44 @@ def norm_layer_spec(norm: Norm, channels: int) -> tuple[str, dict]:
 
 
 class EncoderStage(nn.Module):
-    """One encoder level: a residual block, strided by 2 except at full resolution.
+    """One encoder level: ``blocks`` residual blocks, the first strided by 2 except at full resolution.
 
-    Wraps ``monai.networks.blocks.UnetResBlock`` (conv-norm-act-conv-norm plus a 1×1×1
-    projected shortcut when width or stride change).
+    Each block is ``monai.networks.blocks.UnetResBlock`` (conv-norm-act-conv-norm plus a
+    1×1×1 projected shortcut when width or stride change). Further blocks keep width and
+    resolution, so they add capacity where the level's voxels are few.
 
     Args:
         in_channels: input features.
         out_channels: output features.
         downsample: halve every spatial dimension.
         norm: ``"instance"`` or ``"group"``.
+        blocks: residual blocks at this level (at least 1).
 
     Shapes:
         ``(B, in_channels, D, H, W)`` → ``(B, out_channels, D/s, H/s, W/s)``, s = 2 if
         ``downsample`` else 1.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, downsample: bool, norm: Norm) -> None:
+    def __init__(self, in_channels: int, out_channels: int, downsample: bool, norm: Norm, blocks: int = 1) -> None:
         super().__init__()
-        self.block = UnetResBlock(
-            spatial_dims=3,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            kernel_size=3,
-            stride=2 if downsample else 1,
-            norm_name=norm_layer_spec(norm, out_channels),
+        if blocks < 1:
+            raise ValueError(f"an encoder stage needs at least one block, got {blocks}")
+        self.blocks = nn.Sequential(
+            *(
+                UnetResBlock(
+                    spatial_dims=3,
+                    in_channels=in_channels if index == 0 else out_channels,
+                    out_channels=out_channels,
+                    kernel_size=3,
+                    stride=2 if downsample and index == 0 else 1,
+                    norm_name=norm_layer_spec(norm, out_channels),
+                )
+                for index in range(blocks)
+            )
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+        return self.blocks(x)
 
 
 class DecoderStage(nn.Module):

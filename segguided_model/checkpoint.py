@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ from segguided_model.atomic_write import atomic_output
 from segguided_model.network import ModelConfig, SegGuidedNet
 
 CHECKPOINT_FORMAT = "segguided-checkpoint"
-CHECKPOINT_VERSION = 1
-"""Bumped when the stored layout changes; older versions stay loadable."""
+CHECKPOINT_VERSION = 2
+"""Bumped when the stored layout changes; older versions stay loadable (``_upgrade``)."""
 
 _SHOWN_KEYS = 3
 
@@ -88,6 +89,20 @@ def _describe_mismatch(path: Path, stored: dict[str, torch.Tensor], model: SegGu
     return f"checkpoint {path} holds another architecture ({'; '.join(problems)})"
 
 
+def _upgrade(config: dict[str, Any], state_dict: dict[str, torch.Tensor], version: int) -> tuple[dict, dict]:
+    """Bring a checkpoint of an older format ``version`` to the current layout.
+
+    Version 1 predates ``ModelConfig.encoder_blocks``: every encoder level had one
+    residual block, stored as ``encoder.<level>.block.*`` (now ``encoder.<level>.blocks.0.*``).
+    """
+    if version == 1:
+        config = {**config, "encoder_blocks": (1,) * int(config.get("levels", ModelConfig.model_fields["levels"].default))}
+        state_dict = {
+            re.sub(r"^encoder\.(\d+)\.block\.", r"encoder.\1.blocks.0.", key): value for key, value in state_dict.items()
+        }
+    return config, state_dict
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the network stored in ``path``.
 
@@ -116,13 +131,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"checkpoint {path} has format version {version!r}; this code reads up to {CHECKPOINT_VERSION}"
         )
-    try:
-        config = ModelConfig(**payload.get("config", {}))
-    except (ValidationError, TypeError) as error:
-        raise CheckpointError(f"checkpoint {path} has an invalid model config: {error}") from None
     state_dict = payload.get("state_dict")
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"checkpoint {path} has no state_dict")
+    try:
+        stored_config, state_dict = _upgrade(dict(payload.get("config", {})), state_dict, version)
+        config = ModelConfig(**stored_config)
+    except (ValidationError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} has an invalid model config: {error}") from None
     model = SegGuidedNet.from_config(config)
     problem = _describe_mismatch(path, state_dict, model)
     if problem:

@@ -6,12 +6,23 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
 from segguided_model.attention import SegAttentionGate
 from segguided_model.blocks import DecoderStage, EncoderStage
 from segguided_model.labels import REGIONS
+
+
+def default_encoder_blocks(levels: int) -> tuple[int, ...]:
+    """Residual blocks per encoder level when none are given: 1, 2, 2, then 4 per level.
+
+    SegResNet's ``blocks_down`` schedule (Myronenko, BraTS 2018 winner). A block costs
+    parameters ∝ width² but compute ∝ width² × voxels, and every level has 8× fewer voxels
+    than the one above: extra blocks at the coarse levels buy capacity almost for free,
+    while the full-resolution level, where the compute is, keeps a single block.
+    """
+    return tuple(1 if level == 0 else 2 if level < 3 else 4 for level in range(levels))
 
 
 class ModelConfig(BaseModel):
@@ -24,6 +35,9 @@ class ModelConfig(BaseModel):
         levels: resolution levels including full resolution; the input's spatial size
             must be divisible by ``2 ** (levels - 1)``.
         max_width: cap on the features of any level.
+        encoder_blocks: residual blocks at each encoder level, full resolution first; one
+            per level. Left out, ``default_encoder_blocks(levels)``: SegResNet's schedule
+            (1, 2, 2, 4, 4, ...), which puts capacity where voxels are few.
         attention_gates: put a ``SegAttentionGate`` after every decoder stage.
         deep_supervision: also output region logits of the coarser decoder stages.
         norm: ``"instance"`` or ``"group"`` normalisation (both federate safely).
@@ -36,15 +50,30 @@ class ModelConfig(BaseModel):
     base_width: int = Field(32, ge=2)
     levels: int = Field(5, ge=2, le=8)
     max_width: int = Field(320, ge=2)
+    encoder_blocks: tuple[PositiveInt, ...]
     attention_gates: bool = True
     deep_supervision: bool = False
     norm: Literal["instance", "group"] = "instance"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_encoder_blocks(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("encoder_blocks") is None:
+            levels = data.get("levels", cls.model_fields["levels"].default)
+            if isinstance(levels, int) and not isinstance(levels, bool):
+                data = {**data, "encoder_blocks": default_encoder_blocks(max(levels, 1))}
+        return data
+
     @model_validator(mode="after")
-    def _max_width_not_below_base(self) -> "ModelConfig":
+    def _consistent(self) -> "ModelConfig":
         if self.max_width < self.base_width:
             raise ValueError(
                 f"max_width ({self.max_width}) must be at least base_width ({self.base_width})"
+            )
+        if len(self.encoder_blocks) != self.levels:
+            raise ValueError(
+                f"encoder_blocks {self.encoder_blocks} has {len(self.encoder_blocks)} entries; "
+                f"a {self.levels}-level network needs one per level"
             )
         return self
 
@@ -81,8 +110,8 @@ class SegGuidedOutput:
 class SegGuidedNet(nn.Module):
     """3D residual encoder-decoder over four MRI modalities with segmentation-attention gates.
 
-    Encoder: ``levels`` residual stages (``EncoderStage``), the first at full resolution,
-    each further one strided by 2. Decoder: ``levels - 1`` stages (``DecoderStage``) that
+    Encoder: ``levels`` residual stages (``EncoderStage``, ``encoder_blocks[level]``
+    residual blocks each), the first at full resolution, each further one strided by 2. Decoder: ``levels - 1`` stages (``DecoderStage``) that
     upsample, concatenate the encoder skip and apply a residual block. After each decoder
     stage a ``SegAttentionGate`` predicts NCR/ED/ET attention maps, gates the features
     with them and hands the maps out for supervision.
@@ -117,6 +146,7 @@ class SegGuidedNet(nn.Module):
                 widths[level],
                 downsample=level > 0,
                 norm=cfg.norm,
+                blocks=cfg.encoder_blocks[level],
             )
             for level in range(cfg.levels)
         )

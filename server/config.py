@@ -79,6 +79,9 @@ class RunConfig(BaseModel):
     # Model
     model_base_width: int = Field(8, ge=1)
     model_levels: int = Field(4, ge=2)
+    model_encoder_blocks: str = Field(
+        "", description="residual blocks per encoder level, 'n1,n2,...'; empty = the network's default (1, 2, 2, 4, ...)"
+    )
     deep_supervision: bool = False
 
     # Data
@@ -109,6 +112,14 @@ class RunConfig(BaseModel):
             raise ValueError(f"expected one positive integer or 'D,H,W', got {value!r}")
         return ",".join(parts)
 
+    @field_validator("model_encoder_blocks")
+    @classmethod
+    def _encoder_blocks_are_positive_counts(cls, value: str) -> str:
+        parts = [p.strip() for p in str(value).split(",")] if str(value).strip() else []
+        if not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ValueError(f"expected comma-separated positive block counts such as '1,2,2,4', got {value!r}")
+        return ",".join(parts)
+
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
         if self.min_fit_clients > self.min_available_clients:
@@ -127,7 +138,18 @@ class RunConfig(BaseModel):
                 f"patch-size {self.patch_size} does not fit model-levels={self.model_levels}: "
                 f"every edge must be a multiple of {divisor}"
             )
+        blocks = self.encoder_blocks
+        if blocks is not None and len(blocks) != self.model_levels:
+            raise ValueError(
+                f"model-encoder-blocks {self.model_encoder_blocks!r} has {len(blocks)} entries; "
+                f"model-levels={self.model_levels} needs one per level"
+            )
         return self
+
+    @property
+    def encoder_blocks(self) -> tuple[int, ...] | None:
+        """``model-encoder-blocks`` as counts, or None for the network's default schedule."""
+        return tuple(int(p) for p in self.model_encoder_blocks.split(",")) if self.model_encoder_blocks else None
 
     @property
     def patch_shape(self) -> tuple[int, int, int]:
@@ -139,6 +161,7 @@ class RunConfig(BaseModel):
         return ModelConfig(
             base_width=self.model_base_width,
             levels=self.model_levels,
+            encoder_blocks=self.encoder_blocks,
             attention_gates=True,
             deep_supervision=self.deep_supervision,
         )

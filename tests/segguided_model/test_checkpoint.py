@@ -24,6 +24,22 @@ def test_saved_model_loads_back_with_its_config_weights_and_extras(tmp_path):
     torch.testing.assert_close(loaded.model(x).logits, model(x).logits)
 
 
+def test_version_1_checkpoint_from_before_encoder_blocks_still_loads(tmp_path):
+    """Version 1 stored one block per encoder level as ``encoder.<level>.block.*``."""
+    model = tiny(encoder_blocks=(1, 1, 1))
+    config = model.config.model_dump()
+    del config["encoder_blocks"]
+    old_keys = {key.replace(".blocks.0.", ".block."): value for key, value in model.state_dict().items()}
+    assert any(".block." in key for key in old_keys)
+    path = tmp_path / "old.pt"
+    torch.save({"format": "segguided-checkpoint", "format_version": 1, "config": config, "state_dict": old_keys, "extra": {}}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.config.encoder_blocks == (1, 1, 1)
+    x = torch.randn(1, 4, 8, 8, 8)
+    model.eval(), loaded.model.eval()
+    torch.testing.assert_close(loaded.model(x).logits, model(x).logits)
+
+
 def test_save_leaves_no_temporary_file_and_replaces_the_old_checkpoint(tmp_path):
     path = tmp_path / "model.pt"
     save_checkpoint(path, tiny())

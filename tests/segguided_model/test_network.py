@@ -78,6 +78,19 @@ def test_gates_add_less_than_0_2_percent_parameters_at_default_size():
     assert 0 < overhead < 0.002
 
 
+def test_encoder_blocks_default_to_segresnets_schedule_and_count_per_level():
+    assert ModelConfig(levels=2).encoder_blocks == (1, 2)
+    assert ModelConfig(levels=4).encoder_blocks == (1, 2, 2, 4)
+    assert ModelConfig().encoder_blocks == (1, 2, 2, 4, 4)
+    model = SegGuidedNet(base_width=4, levels=3, encoder_blocks=(1, 3, 2))
+    assert [len(stage.blocks) for stage in model.encoder] == [1, 3, 2]
+    assert model(torch.randn(1, 4, 8, 8, 8)).logits.shape == (1, 3, 8, 8, 8)
+    # a further block keeps width and resolution: two 3×3×3 convolutions with norms, no shortcut
+    width = model.config.widths[1]
+    one_more = SegGuidedNet(base_width=4, levels=3, encoder_blocks=(1, 4, 2))
+    assert n_parameters(one_more) - n_parameters(model) == 2 * (27 * width * width + 2 * width)
+
+
 def test_from_config_rebuilds_the_same_architecture():
     config = ModelConfig(base_width=4, levels=3, norm="group", deep_supervision=True)
     model = SegGuidedNet.from_config(config)
@@ -93,6 +106,8 @@ def test_from_config_rebuilds_the_same_architecture():
         ({"norm": "batch"}, "norm"),
         ({"max_width": 4, "base_width": 8}, "max_width"),
         ({"widht": 8}, "widht"),
+        ({"levels": 3, "encoder_blocks": (1, 2)}, "encoder_blocks"),
+        ({"levels": 3, "encoder_blocks": (1, 0, 2)}, "encoder_blocks"),
     ],
 )
 def test_ill_arguments_raise_value_error_naming_the_field(fields, field_name):

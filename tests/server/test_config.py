@@ -44,11 +44,21 @@ def test_wrong_type_is_named():
         ("strategy", "fedmagic"),
         ("attention-weight", -0.1),
         ("patch-size", "48,48"),
+        ("model-encoder-blocks", "1,two,2,4"),
+        ("model-encoder-blocks", "1,0,2,4"),
+        ("model-encoder-blocks", "1,2,2"),
     ],
 )
 def test_impossible_values_are_named(key, value):
     with pytest.raises(RunConfigError, match=key):
         RunConfig.from_flower({**_app_config(), key: value})
+
+
+def test_encoder_blocks_reach_the_model_and_default_to_its_schedule():
+    default = RunConfig.from_flower(_app_config())
+    assert default.model.encoder_blocks == (1, 2, 2, 4)
+    chosen = RunConfig.from_flower({**_app_config(), "model-encoder-blocks": " 1, 1,3,2"})
+    assert chosen.model.encoder_blocks == (1, 1, 3, 2)
 
 
 def test_patch_size_must_fit_the_network_strides():
