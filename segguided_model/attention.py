@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from segguided_model.labels import SUBREGIONS
 from segguided_model.pointwise import gate_with_maps, pointwise
+
+
+class GateOutput(NamedTuple):
+    """What a ``SegAttentionGate`` hands on.
+
+    Attributes:
+        features: the gated features ``(B, C, D, H, W)``.
+        maps: attention maps ``(B, 3, D, H, W)`` in [0, 1] (NCR, ED, ET).
+        map_logits: the maps before their sigmoid, ``(B, 3, D, H, W)``, for a loss that
+            is cheaper and more stable on logits (binary cross-entropy).
+    """
+
+    features: torch.Tensor
+    maps: torch.Tensor
+    map_logits: torch.Tensor
 
 
 class SegAttentionGate(nn.Module):
@@ -31,7 +48,7 @@ class SegAttentionGate(nn.Module):
         channels: number of decoder feature channels ``C``.
 
     Shapes:
-        ``features (B, C, D, H, W)`` → ``(gated (B, C, D, H, W), maps (B, 3, D, H, W))``.
+        ``features (B, C, D, H, W)`` → ``GateOutput`` (gated features, maps, map logits).
 
     Raises:
         ValueError: ``channels`` is not a positive integer.
@@ -46,7 +63,7 @@ class SegAttentionGate(nn.Module):
         self.to_gate = nn.Conv3d(n_maps, channels, kernel_size=1, bias=False)
         nn.init.zeros_(self.to_gate.weight)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = torch.sigmoid(pointwise(features, self.to_maps.weight, self.to_maps.bias))
-        gated = gate_with_maps(features, maps, self.to_gate.weight)
-        return gated, maps
+    def forward(self, features: torch.Tensor) -> GateOutput:
+        map_logits = pointwise(features, self.to_maps.weight, self.to_maps.bias)
+        maps = torch.sigmoid(map_logits)
+        return GateOutput(gate_with_maps(features, maps, self.to_gate.weight), maps, map_logits)

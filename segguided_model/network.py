@@ -100,11 +100,14 @@ class SegGuidedOutput:
             last is at full resolution. Empty without attention gates.
         deep_supervision_logits: region logits of every decoder stage but the last,
             coarsest first. Empty without deep supervision.
+        attention_logits: the attention maps before their sigmoid, same shapes and order;
+            what the attention loss reads.
     """
 
     logits: torch.Tensor
     attention_maps: tuple[torch.Tensor, ...] = ()
     deep_supervision_logits: tuple[torch.Tensor, ...] = ()
+    attention_logits: tuple[torch.Tensor, ...] = ()
 
 
 class SegGuidedNet(nn.Module):
@@ -204,7 +207,7 @@ class SegGuidedNet(nn.Module):
             skips.append(x)
         skips.pop()  # the bottleneck is x itself
         upsampled = self.decoder[0].upsample(x)
-        attention_maps = []
+        attention_maps, attention_logits = [], []
         deep_logits = []
         for index, stage in enumerate(self.decoder):
             features = stage.merge(upsampled, skips.pop())
@@ -213,10 +216,11 @@ class SegGuidedNet(nn.Module):
             if index < len(self.deep_supervision_heads):
                 consumers.append(self.deep_supervision_heads[index])
             if self.gates:
-                features, maps = self.gates[index](features)
+                features, maps, map_logits = self.gates[index](features)
                 attention_maps.append(maps)
+                attention_logits.append(map_logits)
             outputs = [consumer(features) for consumer in consumers]
             upsampled = outputs[0]
             if len(outputs) > 1:
                 deep_logits.append(outputs[1])
-        return SegGuidedOutput(upsampled, tuple(attention_maps), tuple(deep_logits))
+        return SegGuidedOutput(upsampled, tuple(attention_maps), tuple(deep_logits), tuple(attention_logits))

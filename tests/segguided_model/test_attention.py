@@ -11,15 +11,16 @@ from segguided_model.attention import SegAttentionGate
 def test_gate_returns_gated_features_and_three_maps_in_unit_range():
     gate = SegAttentionGate(6)
     features = torch.randn(2, 6, 4, 5, 3) * 10
-    gated, maps = gate(features)
+    gated, maps, map_logits = gate(features)
     assert gated.shape == features.shape
     assert maps.shape == (2, 3, 4, 5, 3)
     assert maps.min() >= 0 and maps.max() <= 1
+    torch.testing.assert_close(maps, torch.sigmoid(map_logits))
 
 
 def test_fresh_gate_passes_features_through_unchanged():
     features = torch.randn(1, 5, 3, 3, 3)
-    gated, _ = SegAttentionGate(5)(features)
+    gated = SegAttentionGate(5)(features).features
     torch.testing.assert_close(gated, features)
 
 
@@ -27,8 +28,8 @@ def test_gate_rescales_features_once_trained():
     gate = SegAttentionGate(2)
     torch.nn.init.constant_(gate.to_gate.weight, 1.0)
     features = torch.ones(1, 2, 2, 2, 2)
-    gated, maps = gate(features)
-    torch.testing.assert_close(gated, features * (1 + maps.sum(dim=1, keepdim=True)))
+    output = gate(features)
+    torch.testing.assert_close(output.features, features * (1 + output.maps.sum(dim=1, keepdim=True)))
 
 
 def test_gate_is_lightweight():

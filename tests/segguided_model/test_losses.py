@@ -26,8 +26,9 @@ def blob_problem(size: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def random_output(shape=(1, 3, 8, 8, 8), stages=2) -> SegGuidedOutput:
-    maps = tuple(torch.rand(shape[0], 3, *(s // 2**i for s in shape[2:])) for i in reversed(range(stages)))
-    return SegGuidedOutput(torch.randn(shape), maps)
+    map_logits = tuple(torch.randn(shape[0], 3, *(s // 2**i for s in shape[2:])) for i in reversed(range(stages)))
+    maps = tuple(torch.sigmoid(stage) for stage in map_logits)
+    return SegGuidedOutput(torch.randn(shape), maps, attention_logits=map_logits)
 
 
 def test_zero_attention_weight_gives_the_plain_segmentation_loss():
@@ -48,7 +49,7 @@ def test_total_adds_each_stage_loss_with_its_weight():
     subregions = (torch.rand(1, 3, 8, 8, 8) > 0.5).float()
     loss = SegGuidedLoss(attention_weight=[0.0, 2.0])
     terms = loss(output, regions, subregions)
-    last_stage = loss.attention_loss(output.attention_maps[1], subregions)
+    last_stage = loss.attention_loss(output.attention_logits[1], subregions)
     torch.testing.assert_close(terms.total, terms.segmentation + 2.0 * last_stage)
 
 
