@@ -73,22 +73,45 @@ class EncoderStage(nn.Module):
         return self.blocks(x)
 
 
+SkipMerge = Literal["add", "concat"]
+
+
 class DecoderStage(nn.Module):
-    """One decoder level: ×2 transposed-conv upsampling, skip concatenation, residual block.
+    """One decoder level: ×2 transposed-conv upsampling, merge with the skip, residual block.
+
+    ``merge="add"`` adds the encoder skip to the upsampled features (SegResNet's decoder):
+    the residual block then runs on ``out_channels`` features. ``merge="concat"``
+    concatenates them (U-Net's decoder): the block's first convolution reads
+    ``out_channels + skip_channels`` features and a 1×1×1 shortcut projects them, about
+    half as much work again at every level, most of it at full resolution.
 
     Args:
         in_channels: features of the coarser level.
-        skip_channels: features of the encoder skip at this level.
+        skip_channels: features of the encoder skip at this level (equal to
+            ``out_channels`` for ``"add"``).
         out_channels: output features.
         norm: ``"instance"`` or ``"group"``.
+        merge: ``"add"`` or ``"concat"``.
 
     Shapes:
         ``x (B, in_channels, D, H, W)`` and ``skip (B, skip_channels, 2D, 2H, 2W)`` →
         ``(B, out_channels, 2D, 2H, 2W)``.
+
+    Raises:
+        ValueError: an unknown ``merge``, or ``"add"`` with ``skip_channels != out_channels``.
     """
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, norm: Norm) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, norm: Norm, merge: SkipMerge = "add"
+    ) -> None:
         super().__init__()
+        if merge not in ("add", "concat"):
+            raise ValueError(f"merge must be 'add' or 'concat', got {merge!r}")
+        if merge == "add" and skip_channels != out_channels:
+            raise ValueError(
+                f"merge='add' needs as many skip features as output features, got {skip_channels} and {out_channels}"
+            )
+        self.merge_mode = merge
         self.upsample = get_conv_layer(
             3,
             in_channels,
@@ -101,7 +124,7 @@ class DecoderStage(nn.Module):
         )
         self.block = UnetResBlock(
             spatial_dims=3,
-            in_channels=out_channels + skip_channels,
+            in_channels=out_channels + skip_channels if merge == "concat" else out_channels,
             out_channels=out_channels,
             kernel_size=3,
             stride=1,
@@ -110,7 +133,8 @@ class DecoderStage(nn.Module):
 
     def merge(self, upsampled: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """The stage after upsampling: ``(B, out, 2D, 2H, 2W)`` and the skip → output."""
-        return self.block(torch.cat([upsampled, skip], dim=1))
+        merged = upsampled + skip if self.merge_mode == "add" else torch.cat([upsampled, skip], dim=1)
+        return self.block(merged)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.merge(self.upsample(x), skip)

@@ -92,11 +92,13 @@ def _describe_mismatch(path: Path, stored: dict[str, torch.Tensor], model: SegGu
 def _upgrade(config: dict[str, Any], state_dict: dict[str, torch.Tensor], version: int) -> tuple[dict, dict]:
     """Bring a checkpoint of an older format ``version`` to the current layout.
 
-    Version 1 predates ``ModelConfig.encoder_blocks``: every encoder level had one
-    residual block, stored as ``encoder.<level>.block.*`` (now ``encoder.<level>.blocks.0.*``).
+    Version 1 predates ``ModelConfig.encoder_blocks`` and ``skip_merge``: every encoder
+    level had one residual block, stored as ``encoder.<level>.block.*`` (now
+    ``encoder.<level>.blocks.0.*``), and the decoder concatenated its skips.
     """
     if version == 1:
-        config = {**config, "encoder_blocks": (1,) * int(config.get("levels", ModelConfig.model_fields["levels"].default))}
+        levels = int(config.get("levels", ModelConfig.model_fields["levels"].default))
+        config = {**config, "encoder_blocks": (1,) * levels, "skip_merge": "concat"}
         state_dict = {
             re.sub(r"^encoder\.(\d+)\.block\.", r"encoder.\1.blocks.0.", key): value for key, value in state_dict.items()
         }

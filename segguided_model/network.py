@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
 from segguided_model.attention import SegAttentionGate
-from segguided_model.blocks import DecoderStage, EncoderStage
+from segguided_model.blocks import DecoderStage, EncoderStage, SkipMerge
 from segguided_model.labels import REGIONS
 
 
@@ -38,6 +38,9 @@ class ModelConfig(BaseModel):
         encoder_blocks: residual blocks at each encoder level, full resolution first; one
             per level. Left out, ``default_encoder_blocks(levels)``: SegResNet's schedule
             (1, 2, 2, 4, 4, ...), which puts capacity where voxels are few.
+        skip_merge: how a decoder stage merges the encoder skip: ``"add"`` (SegResNet's
+            decoder, the default) or ``"concat"`` (U-Net's; about 1.3× the decoder's
+            work at full resolution).
         attention_gates: put a ``SegAttentionGate`` after every decoder stage.
         deep_supervision: also output region logits of the coarser decoder stages.
         norm: ``"instance"`` or ``"group"`` normalisation (both federate safely).
@@ -51,6 +54,7 @@ class ModelConfig(BaseModel):
     levels: int = Field(5, ge=2, le=8)
     max_width: int = Field(320, ge=2)
     encoder_blocks: tuple[PositiveInt, ...]
+    skip_merge: SkipMerge = "add"
     attention_gates: bool = True
     deep_supervision: bool = False
     norm: Literal["instance", "group"] = "instance"
@@ -114,8 +118,9 @@ class SegGuidedNet(nn.Module):
     """3D residual encoder-decoder over four MRI modalities with segmentation-attention gates.
 
     Encoder: ``levels`` residual stages (``EncoderStage``, ``encoder_blocks[level]``
-    residual blocks each), the first at full resolution, each further one strided by 2. Decoder: ``levels - 1`` stages (``DecoderStage``) that
-    upsample, concatenate the encoder skip and apply a residual block. After each decoder
+    residual blocks each), the first at full resolution, each further one strided by 2.
+    Decoder: ``levels - 1`` stages (``DecoderStage``) that upsample, add (``skip_merge``,
+    or concatenate) the encoder skip and apply a residual block. After each decoder
     stage a ``SegAttentionGate`` predicts NCR/ED/ET attention maps, gates the features
     with them and hands the maps out for supervision.
 
@@ -155,7 +160,7 @@ class SegGuidedNet(nn.Module):
         )
         decoder_levels = range(cfg.levels - 2, -1, -1)  # coarsest decoder stage first
         self.decoder = nn.ModuleList(
-            DecoderStage(widths[level + 1], widths[level], widths[level], norm=cfg.norm)
+            DecoderStage(widths[level + 1], widths[level], widths[level], norm=cfg.norm, merge=cfg.skip_merge)
             for level in decoder_levels
         )
         self.gates = nn.ModuleList(

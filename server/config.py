@@ -82,6 +82,7 @@ class RunConfig(BaseModel):
     model_encoder_blocks: str = Field(
         "", description="residual blocks per encoder level, 'n1,n2,...'; empty = the network's default (1, 2, 2, 4, ...)"
     )
+    model_skip_merge: Literal["add", "concat"] = "add"
     deep_supervision: bool = False
 
     # Data
@@ -162,6 +163,7 @@ class RunConfig(BaseModel):
             base_width=self.model_base_width,
             levels=self.model_levels,
             encoder_blocks=self.encoder_blocks,
+            skip_merge=self.model_skip_merge,
             attention_gates=True,
             deep_supervision=self.deep_supervision,
         )

@@ -31,7 +31,7 @@ from server.config import RunConfig
 log = logging.getLogger(__name__)
 
 ROUND_CHECKPOINT = re.compile(r"^round-(\d{4,})\.pt$")
-SETTINGS_FIXED_ON_RESUME = ("model-base-width", "model-levels", "model-encoder-blocks", "deep-supervision", "strategy", "seed")
+SETTINGS_FIXED_ON_RESUME = ("model-base-width", "model-levels", "model-encoder-blocks", "model-skip-merge", "deep-supervision", "strategy", "seed")
 
 
 class RunFolderError(RuntimeError):

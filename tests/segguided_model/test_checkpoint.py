@@ -25,16 +25,16 @@ def test_saved_model_loads_back_with_its_config_weights_and_extras(tmp_path):
 
 
 def test_version_1_checkpoint_from_before_encoder_blocks_still_loads(tmp_path):
-    """Version 1 stored one block per encoder level as ``encoder.<level>.block.*``."""
-    model = tiny(encoder_blocks=(1, 1, 1))
+    """Version 1 stored one block per encoder level as ``encoder.<level>.block.*`` and concatenated skips."""
+    model = tiny(encoder_blocks=(1, 1, 1), skip_merge="concat")
     config = model.config.model_dump()
-    del config["encoder_blocks"]
+    del config["encoder_blocks"], config["skip_merge"]
     old_keys = {key.replace(".blocks.0.", ".block."): value for key, value in model.state_dict().items()}
     assert any(".block." in key for key in old_keys)
     path = tmp_path / "old.pt"
     torch.save({"format": "segguided-checkpoint", "format_version": 1, "config": config, "state_dict": old_keys, "extra": {}}, path)
     loaded = load_checkpoint(path)
-    assert loaded.config.encoder_blocks == (1, 1, 1)
+    assert loaded.config.encoder_blocks == (1, 1, 1) and loaded.config.skip_merge == "concat"
     x = torch.randn(1, 4, 8, 8, 8)
     model.eval(), loaded.model.eval()
     torch.testing.assert_close(loaded.model(x).logits, model(x).logits)

@@ -91,6 +91,18 @@ def test_encoder_blocks_default_to_segresnets_schedule_and_count_per_level():
     assert n_parameters(one_more) - n_parameters(model) == 2 * (27 * width * width + 2 * width)
 
 
+def test_skip_merge_adds_by_default_and_concatenates_on_request():
+    added = SegGuidedNet(base_width=4, levels=3, attention_gates=False)
+    joined = SegGuidedNet(base_width=4, levels=3, attention_gates=False, skip_merge="concat")
+    assert added.config.skip_merge == "add"
+    # concatenation widens each decoder block's input by the skip: a wider first
+    # convolution and a 1×1×1 projected shortcut
+    extra = sum(27 * w * w + 2 * w * w + 2 * w for w in added.config.widths[:-1])
+    assert n_parameters(joined) - n_parameters(added) == extra
+    x = torch.randn(1, 4, 8, 8, 8)
+    assert added(x).logits.shape == joined(x).logits.shape == (1, 3, 8, 8, 8)
+
+
 def test_from_config_rebuilds_the_same_architecture():
     config = ModelConfig(base_width=4, levels=3, norm="group", deep_supervision=True)
     model = SegGuidedNet.from_config(config)
@@ -108,6 +120,7 @@ def test_from_config_rebuilds_the_same_architecture():
         ({"widht": 8}, "widht"),
         ({"levels": 3, "encoder_blocks": (1, 2)}, "encoder_blocks"),
         ({"levels": 3, "encoder_blocks": (1, 0, 2)}, "encoder_blocks"),
+        ({"skip_merge": "multiply"}, "skip_merge"),
     ],
 )
 def test_ill_arguments_raise_value_error_naming_the_field(fields, field_name):

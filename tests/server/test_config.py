@@ -47,6 +47,7 @@ def test_wrong_type_is_named():
         ("model-encoder-blocks", "1,two,2,4"),
         ("model-encoder-blocks", "1,0,2,4"),
         ("model-encoder-blocks", "1,2,2"),
+        ("model-skip-merge", "multiply"),
     ],
 )
 def test_impossible_values_are_named(key, value):
@@ -54,11 +55,12 @@ def test_impossible_values_are_named(key, value):
         RunConfig.from_flower({**_app_config(), key: value})
 
 
-def test_encoder_blocks_reach_the_model_and_default_to_its_schedule():
+def test_encoder_blocks_and_skip_merge_reach_the_model():
     default = RunConfig.from_flower(_app_config())
     assert default.model.encoder_blocks == (1, 2, 2, 4)
-    chosen = RunConfig.from_flower({**_app_config(), "model-encoder-blocks": " 1, 1,3,2"})
+    chosen = RunConfig.from_flower({**_app_config(), "model-encoder-blocks": " 1, 1,3,2", "model-skip-merge": "concat"})
     assert chosen.model.encoder_blocks == (1, 1, 3, 2)
+    assert chosen.model.skip_merge == "concat"
 
 
 def test_patch_size_must_fit_the_network_strides():
