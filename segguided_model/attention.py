@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from segguided_model.labels import SUBREGIONS
-from segguided_model.pointwise import gate_with_maps, pointwise
+from segguided_model.pointwise import segmentation_gate
 
 
 class GateOutput(NamedTuple):
@@ -40,9 +40,10 @@ class SegAttentionGate(nn.Module):
        does; the gates then learn how much each sub-region should amplify or damp each
        feature channel.
 
-    Both 1×1×1 convolutions run as matrix products and the gating keeps no intermediate
-    for backward (``segguided_model.pointwise``): the gate's cost is a few per-voxel
-    products, small beside the 3×3×3 convolutions of the stage it follows.
+    The gate runs as one autograd node (``segguided_model.pointwise.segmentation_gate``):
+    both 1×1×1 convolutions as matrix products, and only the features and maps kept for
+    backward. Its cost is a few per-voxel products, small beside the 3×3×3 convolutions
+    of the stage it follows.
 
     Args:
         channels: number of decoder feature channels ``C``.
@@ -64,6 +65,4 @@ class SegAttentionGate(nn.Module):
         nn.init.zeros_(self.to_gate.weight)
 
     def forward(self, features: torch.Tensor) -> GateOutput:
-        map_logits = pointwise(features, self.to_maps.weight, self.to_maps.bias)
-        maps = torch.sigmoid(map_logits)
-        return GateOutput(gate_with_maps(features, maps, self.to_gate.weight), maps, map_logits)
+        return GateOutput(*segmentation_gate(features, self.to_maps.weight, self.to_maps.bias, self.to_gate.weight))

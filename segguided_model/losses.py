@@ -53,28 +53,33 @@ class RegionDiceBCELoss(nn.Module):
 
 
 class AttentionMapLoss(nn.Module):
-    """BCE plus soft Dice between attention maps and sub-region masks, on the maps' logits.
+    """BCE plus soft Dice between attention maps and sub-region masks.
 
     The masks are average-pooled to the maps' resolution, so a coarse stage learns the
     fraction of each coarse voxel covered by NCR, ED and ET. Computed in float32 outside
-    autocast. The cross-entropy is taken on logits (``binary_cross_entropy_with_logits``):
-    stable, and on a CPU a fifth of the cost of cross-entropy on the sigmoid's output.
+    autocast. The cross-entropy is taken on the maps' logits
+    (``binary_cross_entropy_with_logits``: stable, and on a CPU a fifth of the cost of
+    cross-entropy on probabilities), the Dice on the maps themselves.
 
     Shapes:
-        ``map_logits (B, 3, d, h, w)``, ``subregions (B, 3, D, H, W)`` → scalar.
+        ``map_logits (B, 3, d, h, w)``, ``maps = sigmoid(map_logits)`` (same shape; computed
+        here when not given), ``subregions (B, 3, D, H, W)`` → scalar.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.dice = DiceLoss(sigmoid=True, batch=True)
+        self.dice = DiceLoss(sigmoid=False, batch=True)
 
-    def forward(self, map_logits: torch.Tensor, subregions: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, map_logits: torch.Tensor, subregions: torch.Tensor, maps: torch.Tensor | None = None
+    ) -> torch.Tensor:
         with torch.autocast(device_type=map_logits.device.type, enabled=False):
             map_logits = map_logits.float()
+            maps = torch.sigmoid(map_logits) if maps is None else maps.float()
             target = subregions.float()
             if target.shape[2:] != map_logits.shape[2:]:
                 target = F.interpolate(target, size=map_logits.shape[2:], mode="area")
-            return F.binary_cross_entropy_with_logits(map_logits, target) + self.dice(map_logits, target)
+            return F.binary_cross_entropy_with_logits(map_logits, target) + self.dice(maps, target)
 
 
 class SegGuidedLoss(nn.Module):
@@ -165,7 +170,10 @@ class SegGuidedLoss(nn.Module):
         stages = output.attention_logits
         if stages:
             weights = self.stage_weights(len(stages))
-            stage_losses = [self.attention_loss(stage_logits, subregions) for stage_logits in stages]
+            stage_losses = [
+                self.attention_loss(stage_logits, subregions, stage_maps)
+                for stage_logits, stage_maps in zip(stages, output.attention_maps)
+            ]
             attention = torch.stack(stage_losses).mean()
             for weight, stage_loss in zip(weights, stage_losses):
                 if weight:

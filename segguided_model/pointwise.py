@@ -1,4 +1,4 @@
-"""1×1×1 convolutions and voxel-wise gating as matrix products, with cheap backward passes.
+"""The attention gate as one autograd node of matrix products, with a cheap backward pass.
 
 The attention gates mix a handful of channels at every voxel. As convolutions (CPU) or
 as plain matrix products under autograd (GPU) these small operations cost far more than
@@ -8,12 +8,14 @@ matrix product with a tiny output that has little parallel work. On an H200 (def
 network, 2×4×128³, AMP) the gated network's step took 106 ms against 78 ms without
 gates, and 19 ms of that went to a fallback half-precision GEMM kernel that only the
 gates' 3-channel products use. Here the weight gradients are summed per depth slice in
-one batched product (every slice its own block of work), and the gating keeps no
-intermediate for backward. (Whether this closes the GPU gap is not yet measured; see
-``benchmarks/results/model_benchmark_gpu_machine.md``.) On a CPU, ``torch.matmul`` of a
-matrix with a batch of feature maps copied the voxels twice (transposed in, transposed
-out): with ``torch.bmm`` the three gates of the simulation network (width 8, 48³ patch,
-batch 2) take 18 ms for forward and backward instead of 32 ms.
+one batched product (every slice its own block of work). (Whether this closes the GPU
+gap is not yet measured; see ``benchmarks/results/model_benchmark_gpu_machine.md``.)
+
+On a CPU (2 threads, the simulation network's three gates: width 8, 48³ patch, batch 2)
+forward and backward took 32 ms as separate product and gating nodes under
+``torch.matmul`` (which copied the voxels twice, transposed in and out), 18 ms with
+``torch.bmm``, and 11 ms as the single node below, which keeps only the features and
+maps and builds the features' gradient in one tensor.
 """
 
 from __future__ import annotations
@@ -57,72 +59,67 @@ def summed_outer_product(left: torch.Tensor, right: torch.Tensor) -> torch.Tenso
     return total
 
 
-class _Pointwise(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, inputs, weight, bias):
-        ctx.save_for_backward(inputs, weight)
-        ctx.has_bias = bias is not None
-        out = _apply(_matrix(weight, inputs.dtype), inputs)
-        return out if bias is None else out.add_(bias.to(out.dtype).reshape(1, -1, *([1] * (out.ndim - 2))))
-
-    @staticmethod
-    def backward(ctx, grad):
-        inputs, weight = ctx.saved_tensors
-        grad_inputs = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_inputs = _apply(_matrix(weight, grad.dtype).t(), grad).to(inputs.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_weight = summed_outer_product(grad, inputs).reshape(weight.shape).to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad.float().sum(dim=(0, *range(2, grad.ndim))).to(weight.dtype)
-        return grad_inputs, grad_weight, grad_bias
-
-
-def pointwise(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """A 1×1×1 convolution, ``F.conv3d(inputs, weight, bias)``, as one matrix product.
-
-    Computed in ``inputs``' dtype (so under autocast in half precision, like a
-    convolution); gradients come back in each argument's own dtype.
-
-    Shapes:
-        ``inputs (B, C_in, D, H, W)``, ``weight (C_out, C_in, 1, 1, 1)``, ``bias (C_out,)``
-        → ``(B, C_out, D, H, W)``.
-    """
-    return _Pointwise.apply(inputs, weight, bias)
-
-
 def _scale(maps: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The gating factor ``1 + pointwise(maps, weight)`` in ``dtype``: ``(B, M, *S)`` → ``(B, C, *S)``."""
+    """The gating factor ``1 + conv1x1(maps, weight)`` in ``dtype``: ``(B, M, *S)`` → ``(B, C, *S)``."""
     return _apply(_matrix(weight, dtype), maps.to(dtype)).add_(1)
 
 
-class _MapGating(torch.autograd.Function):
+class _SegmentationGate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, maps, weight):
-        ctx.save_for_backward(features, maps, weight)
-        return _scale(maps, weight, features.dtype).mul_(features)
+    def forward(ctx, features, map_weight, map_bias, gate_weight):
+        dtype = features.dtype
+        bias = map_bias.to(dtype).reshape(1, -1, *([1] * (features.ndim - 2)))
+        map_logits = _apply(_matrix(map_weight, dtype), features).add_(bias)
+        maps = torch.sigmoid(map_logits)
+        gated = _scale(maps, gate_weight, dtype).mul_(features)
+        ctx.save_for_backward(features, maps, map_weight, gate_weight)
+        ctx.set_materialize_grads(False)
+        return gated, maps, map_logits
 
     @staticmethod
-    def backward(ctx, grad):
-        # one feature-sized temporary at a time: backward's memory peak is where it starts
-        features, maps, weight = ctx.saved_tensors
-        grad_scale = grad * features.to(grad.dtype)
-        grad_maps = _apply(_matrix(weight, grad.dtype).t(), grad_scale).to(maps.dtype)
-        grad_weight = summed_outer_product(grad_scale, maps).reshape(weight.shape).to(weight.dtype)
-        del grad_scale
-        grad_features = _scale(maps, weight, grad.dtype).mul_(grad)
-        return grad_features.to(features.dtype), grad_maps, grad_weight
+    def backward(ctx, grad_gated, grad_maps, grad_logits):
+        # Two feature-sized temporaries, one after the other: the gating factor's gradient,
+        # then the features' gradient, into which the maps' branch is added in place.
+        features, maps, map_weight, gate_weight = ctx.saved_tensors
+        dtype, batch = features.dtype, features.shape[0]
+        grad_maps = torch.zeros_like(maps) if grad_maps is None else grad_maps.to(dtype)
+        if grad_gated is None:
+            grad_gate_weight = torch.zeros_like(gate_weight)
+            grad_features = torch.zeros_like(features)
+        else:
+            grad_gated = grad_gated.to(dtype)
+            grad_scale = grad_gated * features
+            grad_gate_weight = summed_outer_product(grad_scale, maps).reshape(gate_weight.shape).to(gate_weight.dtype)
+            grad_maps = grad_maps + _apply(_matrix(gate_weight, dtype).t(), grad_scale)
+            del grad_scale
+            grad_features = _scale(maps, gate_weight, dtype).mul_(grad_gated)
+        grad_map_logits = grad_maps.mul_(maps * (1 - maps))  # through the sigmoid
+        if grad_logits is not None:
+            grad_map_logits += grad_logits.to(dtype)
+        map_matrix = _matrix(map_weight, dtype).t().unsqueeze(0).expand(batch, -1, -1)  # (B, C, M)
+        grad_features.view(batch, features.shape[1], -1).baddbmm_(map_matrix, grad_map_logits.reshape(batch, maps.shape[1], -1))
+        grad_map_weight = summed_outer_product(grad_map_logits, features).reshape(map_weight.shape).to(map_weight.dtype)
+        grad_map_bias = grad_map_logits.float().sum(dim=(0, *range(2, grad_map_logits.ndim))).to(map_weight.dtype)
+        return grad_features, grad_map_weight, grad_map_bias, grad_gate_weight
 
 
-def gate_with_maps(features: torch.Tensor, maps: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``features * (1 + pointwise(maps, weight))``, keeping only its inputs for backward.
+def segmentation_gate(
+    features: torch.Tensor, map_weight: torch.Tensor, map_bias: torch.Tensor, gate_weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The whole gate in one autograd node: map logits, maps, gated features.
 
-    Autograd would also keep the feature-sized scale; it is recomputed from the maps
-    instead, so gating adds one feature-sized tensor (its output, which the next layer
-    keeps) to the activations of a network without gates.
+    ``map_logits = conv1x1(features, map_weight, map_bias)``, ``maps = sigmoid(map_logits)``,
+    ``gated = features * (1 + conv1x1(maps, gate_weight))``. Computed in ``features``'
+    dtype (under autocast in half precision, like a convolution); gradients come back in
+    each argument's own dtype. Backward keeps only the features and the maps: the
+    feature-sized gating factor is recomputed from the maps, and the two paths by which
+    the features reach the outputs add into one gradient tensor instead of two. Gating
+    so adds one feature-sized activation (its output, which the next layer keeps) to a
+    network without gates.
 
     Shapes:
-        ``features (B, C, D, H, W)``, ``maps (B, M, D, H, W)``, ``weight (C, M, 1, 1, 1)``
-        → ``(B, C, D, H, W)``.
+        ``features (B, C, D, H, W)``, ``map_weight (M, C, 1, 1, 1)``, ``map_bias (M,)``,
+        ``gate_weight (C, M, 1, 1, 1)`` → ``gated (B, C, D, H, W)``,
+        ``maps (B, M, D, H, W)`` in [0, 1], ``map_logits (B, M, D, H, W)``.
     """
-    return _MapGating.apply(features, maps, weight)
+    return _SegmentationGate.apply(features, map_weight, map_bias, gate_weight)

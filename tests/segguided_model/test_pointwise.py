@@ -1,4 +1,4 @@
-"""1×1×1 products and gating with hand-written backward passes: values and gradients."""
+"""The fused gate and its products: values against convolutions, gradients against finite differences."""
 
 from __future__ import annotations
 
@@ -6,29 +6,48 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segguided_model.pointwise import gate_with_maps, pointwise, summed_outer_product
+from segguided_model.pointwise import segmentation_gate, summed_outer_product
 
 
-def test_pointwise_equals_a_1x1x1_convolution():
-    inputs, weight, bias = torch.randn(2, 5, 3, 4, 6), torch.randn(3, 5, 1, 1, 1), torch.randn(3)
-    torch.testing.assert_close(pointwise(inputs, weight, bias), F.conv3d(inputs, weight, bias))
-    torch.testing.assert_close(pointwise(inputs, weight), F.conv3d(inputs, weight))
+def reference_gate(features, map_weight, map_bias, gate_weight):
+    """The gate as autograd would build it from convolutions."""
+    map_logits = F.conv3d(features, map_weight, map_bias)
+    maps = torch.sigmoid(map_logits)
+    return features * (1 + F.conv3d(maps, gate_weight)), maps, map_logits
 
 
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_pointwise_gradients_match_finite_differences(with_bias):
-    inputs = torch.randn(2, 4, 3, 2, 5, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(3, 4, 1, 1, 1, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(3, dtype=torch.float64, requires_grad=True) if with_bias else None
-    assert torch.autograd.gradcheck(pointwise, (inputs, weight, bias))
+def gate_arguments(dtype=torch.float64, channels=4, maps=3):
+    return (
+        torch.randn(2, channels, 3, 2, 5, dtype=dtype, requires_grad=True),
+        torch.randn(maps, channels, 1, 1, 1, dtype=dtype, requires_grad=True),
+        torch.randn(maps, dtype=dtype, requires_grad=True),
+        torch.randn(channels, maps, 1, 1, 1, dtype=dtype, requires_grad=True),
+    )
 
 
-def test_gating_equals_its_formula_and_its_gradients_match_finite_differences():
-    features = torch.randn(2, 4, 3, 2, 5, dtype=torch.float64, requires_grad=True)
-    maps = torch.rand(2, 3, 3, 2, 5, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(4, 3, 1, 1, 1, dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(gate_with_maps(features, maps, weight), features * (1 + F.conv3d(maps, weight)))
-    assert torch.autograd.gradcheck(gate_with_maps, (features, maps, weight))
+def test_gate_equals_its_convolutions():
+    arguments = gate_arguments(torch.float32)
+    for fused, reference in zip(segmentation_gate(*arguments), reference_gate(*arguments)):
+        torch.testing.assert_close(fused, reference)
+
+
+def test_gate_gradients_match_finite_differences():
+    assert torch.autograd.gradcheck(segmentation_gate, gate_arguments())
+
+
+@pytest.mark.parametrize("used", [(0,), (1,), (2,), (0, 2), (1, 2)])
+def test_gate_gradients_match_autograd_when_only_some_outputs_are_used(used):
+    arguments = gate_arguments()
+    weights = [torch.randn_like(output) for output in reference_gate(*arguments)]
+
+    def gradients(gate):
+        outputs = gate(*arguments)
+        loss = sum((outputs[i] * weights[i]).sum() for i in used)
+        return torch.autograd.grad(loss, arguments, materialize_grads=True)
+
+    # weight gradients are accumulated in float32 (summed_outer_product)
+    for fused, reference in zip(gradients(segmentation_gate), gradients(reference_gate)):
+        torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-6)
 
 
 def test_summed_outer_product_sums_over_batch_and_voxels():
@@ -37,15 +56,14 @@ def test_summed_outer_product_sums_over_batch_and_voxels():
     torch.testing.assert_close(summed_outer_product(left, right), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_half_precision_inputs_give_gradients_in_each_arguments_dtype():
+def test_half_precision_features_give_gradients_in_each_arguments_dtype():
     features = torch.randn(1, 4, 2, 3, 2, dtype=torch.bfloat16, requires_grad=True)
-    weight = torch.randn(3, 4, 1, 1, 1, requires_grad=True)  # float32 parameter
-    bias = torch.randn(3, requires_grad=True)
-    maps = torch.sigmoid(pointwise(features, weight, bias))
+    map_weight = torch.randn(3, 4, 1, 1, 1, requires_grad=True)  # float32 parameters
+    map_bias = torch.randn(3, requires_grad=True)
     gate_weight = torch.randn(4, 3, 1, 1, 1, requires_grad=True)
-    gated = gate_with_maps(features, maps, gate_weight)
-    assert maps.dtype == gated.dtype == torch.bfloat16
-    gated.float().sum().backward()
+    gated, maps, map_logits = segmentation_gate(features, map_weight, map_bias, gate_weight)
+    assert gated.dtype == maps.dtype == map_logits.dtype == torch.bfloat16
+    (gated.float().sum() + map_logits.float().sum()).backward()
     assert features.grad.dtype == torch.bfloat16
-    assert weight.grad.dtype == bias.grad.dtype == gate_weight.grad.dtype == torch.float32
-    assert all(torch.isfinite(t.grad).all() for t in (features, weight, bias, gate_weight))
+    assert map_weight.grad.dtype == map_bias.grad.dtype == gate_weight.grad.dtype == torch.float32
+    assert all(torch.isfinite(t.grad).all() for t in (features, map_weight, map_bias, gate_weight))
