@@ -1,7 +1,7 @@
 """Train-step time, peak memory and full-volume inference cost of SegGuidedNet vs baselines.
 
 Every configuration runs in a fresh subprocess so its peak resident memory
-(``resource.getrusage(...).ru_maxrss``) is its own. Results go to
+(``VmHWM`` of ``/proc/self/status``) is its own. Results go to
 ``benchmarks/results/model_benchmark.{md,json}``. Run:
 
     python benchmarks/model_benchmark.py [--threads 2] [--steps 5] [--name model_benchmark]
@@ -25,8 +25,17 @@ BRATS_SHAPE = (240, 240, 155)
 
 
 def rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process's own address space so far.
+
+    ``VmHWM``, not ``getrusage``'s ``ru_maxrss``: Linux carries ``ru_maxrss`` over from
+    the parent at fork, so a worker started by this script (which has torch and a
+    full-size network loaded, about 640 MiB) never reported less than its parent's size.
+    """
+    try:
+        with open("/proc/self/status") as stream:
+            return next(int(line.split()[1]) for line in stream if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def current_rss_mib() -> float:
@@ -45,7 +54,12 @@ def build(spec: dict):
     return SegGuidedNet(**spec["fields"])
 
 
-def worker_train(spec: dict) -> dict:
+def make_train_step(spec: dict):
+    """Build the model, data, loss and optimiser of ``spec``; return ``(model, step)``.
+
+    ``step()`` runs one training step (forward, loss, backward, optimiser step) and waits
+    for the GPU when there is one.
+    """
     import torch
 
     from segguided_model.losses import RegionDiceBCELoss, SegGuidedLoss
@@ -61,7 +75,6 @@ def worker_train(spec: dict) -> dict:
     seg_loss, guided_loss = RegionDiceBCELoss().to(device), SegGuidedLoss(attention_weight=0.1).to(device)
     optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(enabled=spec["amp"])
-    baseline = current_rss_mib()
 
     def step() -> None:
         with torch.autocast(device_type=device.type, enabled=spec["amp"]):
@@ -77,6 +90,15 @@ def worker_train(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    return model, step
+
+
+def worker_train(spec: dict) -> dict:
+    import torch
+
+    device = torch.device(spec["device"])
+    model, step = make_train_step(spec)
+    baseline = current_rss_mib()
     for _ in range(spec["warmup"]):
         step()
     if device.type == "cuda":
@@ -96,6 +118,32 @@ def worker_train(spec: dict) -> dict:
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return result
+
+
+def worker_pair(pair: dict) -> dict:
+    """Time two configurations in one process, alternating their steps.
+
+    The machine's speed drifts over minutes (a shared VM: the same configuration has
+    measured 40 % apart in two rounds), and a drift hits both sides of an alternating pair
+    alike, so the ratio of their step times stays steady where the absolute times do not.
+    """
+    (name_a, step_a), (name_b, step_b) = ((spec["name"], make_train_step(spec)[1]) for spec in pair["specs"])
+    for _ in range(pair["warmup"]):
+        step_a(), step_b()
+    times = {name_a: [], name_b: []}
+    for _ in range(pair["steps"]):
+        for name, step in ((name_a, step_a), (name_b, step_b)):
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    ratios = [a / b for a, b in zip(times[name_a], times[name_b])]
+    quartiles = statistics.quantiles(ratios, n=4)
+    return {
+        "times": times,
+        "ratio_of_medians": statistics.median(times[name_a]) / statistics.median(times[name_b]),
+        "median_of_step_ratios": statistics.median(ratios),
+        "step_ratio_quartiles": [quartiles[0], quartiles[2]],
+    }
 
 
 def worker_infer(spec: dict) -> dict:
@@ -129,8 +177,15 @@ def worker_infer(spec: dict) -> dict:
     return result
 
 
-def run_isolated(spec: dict, threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+# glibc keeps freed blocks below its (self-raising, up to 32 MiB) mmap threshold for reuse,
+# so a process's peak RSS depended on allocation order: the same no-gate run measured 80 MiB
+# apart on two runs. Mapping every allocation over 128 KiB fresh and unmapping it on free
+# makes peak RSS the peak of live memory, the same on every run (and steps slower: paging).
+EXACT_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def run_isolated(spec: dict, threads: int, extra_env: dict | None = None) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **(extra_env or {}))
     result = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec), "--threads", str(threads)],
         capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent,
@@ -171,7 +226,7 @@ def matched_segresnet_filters(target: int) -> int:
     return min(range(4, 65), key=lambda f: abs(count(f) - target))
 
 
-def plan(args) -> tuple[list[dict], list[dict]]:
+def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
     from segguided_model.network import SegGuidedNet
 
     common = {"device": "cpu", "size": 64, "batch": args.batch, "amp": False, "warmup": 2, "steps": args.steps}
@@ -202,7 +257,26 @@ def plan(args) -> tuple[list[dict], list[dict]]:
     if torch.cuda.is_available():
         infer.append({"name": f"CUDA inference default roi{args.roi} AMP", "model": "segguided", "fields": {},
                       "roi": args.roi, "overlap": args.overlap, "device": "cuda", "amp": True})
-    return train, infer
+    return train, pairs_of(train, args.pair_steps), infer
+
+
+def pairs_of(train: list[dict], steps: int) -> list[dict]:
+    """Paired timings: every gated configuration against its no-gate twin, and each
+    SegResNet against the gated network it was matched to (same device)."""
+    by_name = {spec["name"]: spec for spec in train}
+    pairs = []
+    for name, spec in by_name.items():
+        if "SegGuidedNet" in name and name.replace("SegGuidedNet", "no-gate") in by_name:
+            pairs.append((spec, by_name[name.replace("SegGuidedNet", "no-gate")]))
+    gated_cpu = next(spec for spec in train if spec["model"] == "segguided" and spec["device"] == "cpu")
+    for spec in train:
+        if spec["model"] == "segresnet":
+            gated = gated_cpu if spec["device"] == "cpu" else by_name["CUDA SegGuidedNet default"]
+            pairs.append((gated, spec))
+    return [
+        {"name": f"{a['name']} / {b['name']}", "specs": [a, b], "warmup": 2, "steps": steps}
+        for a, b in pairs
+    ]
 
 
 def cuda_peak(result: dict) -> str:
@@ -214,9 +288,9 @@ def ratio(results: dict, name: str, baseline: str, key: str) -> float:
     return results[name][key] / results[baseline][key]
 
 
-def write_report(info: dict, args, train: dict, infer: dict) -> None:
+def write_report(info: dict, args, train: dict, paired: dict, infer: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": info, "settings": vars(args), "train": train, "inference": infer}
+    payload = {"machine": info, "settings": vars(args), "train": train, "paired": paired, "inference": infer}
     (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
         "# SegGuidedNet model benchmark",
@@ -225,11 +299,18 @@ def write_report(info: dict, args, train: dict, infer: dict) -> None:
         + f"; torch {info['torch']}, MONAI {info['monai']}, Python {info['python']}.",
         *(["", f"Note: {args.note}"] if args.note else []),
         "",
-        f"Torch threads: {args.threads}; {args.rounds} alternating rounds, fastest kept. Each configuration ran in a fresh process; peak memory is that "
-        "process's `ru_maxrss` (includes the interpreter and torch), 'train Δ' is peak minus the "
+        f"Torch threads: {args.threads}; {args.rounds} alternating rounds: step time from the fastest round, memory from the leanest. "
+        "Each configuration ran in a fresh process; peak memory is that "
+        "process's `VmHWM` (includes the interpreter and torch), 'train Δ' is peak minus the "
         "resident memory after building the model and data.",
         "",
-        "## Train step (SGD, loss + backward + step; median of measured steps)",
+        "## Train step, each configuration alone (SGD, loss + backward + step; median of measured steps)",
+        "",
+        "These runs measure memory: every allocation over 128 KiB is mapped fresh and unmapped on free "
+        "(`MALLOC_MMAP_THRESHOLD_=131072`), so peak RSS is the peak of live memory and does not "
+        "depend on what glibc happened to keep for reuse. That costs page faults, and the step times "
+        "in this table also compare runs minutes apart on a drifting machine: the paired timings "
+        "below are the ones to read for time.",
         "",
         "| configuration | params | input | step s | peak RSS MiB | train Δ MiB | step vs no-gate | peak vs no-gate | Δ vs no-gate |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -250,21 +331,26 @@ def write_report(info: dict, args, train: dict, infer: dict) -> None:
             f"| {name}{cuda_peak(r)} | {r['parameters']:,} | {spec['batch']}×4×{spec['size']}³{' AMP' if spec['amp'] else ''} | "
             f"{r['step_s']:.3f} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - r['rss_before_training_mib']:.0f} | {rel} |"
         )
-    segresnet = next(n for n in train if n.startswith("SegResNet"))
-    gated = f"SegGuidedNet w{args.width} L4"
     lines += [
         "",
-        f"SegGuidedNet w{args.width} L4 step / {segresnet} step: {ratio(train, gated, segresnet, 'step_s'):.3f} "
-        f"({train[gated]['parameters']:,} vs {train[segresnet]['parameters']:,} parameters; SegResNet's "
-        "init_filters chosen to match the parameter count as closely as possible).",
+        "## Paired step time (two configurations in one process, alternating steps)",
+        "",
+        "A drift of the machine's speed hits both sides of a pair alike; each step of the first is "
+        "divided by the second's step right after it, and the median of those ratios is the figure "
+        "to read (the quartiles show how much single steps scatter). SegResNet's init_filters "
+        "is chosen to match the gated network's parameter count as closely as possible.",
+        "",
+        "| first / second | params | steps each | first s | second s | ratio of medians | median of step ratios | step ratios 25–75 % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    if "CUDA SegResNet matched" in train:
-        lines += [
-            "",
-            f"CUDA SegGuidedNet default step / CUDA SegResNet matched step: "
-            f"{ratio(train, 'CUDA SegGuidedNet default', 'CUDA SegResNet matched', 'step_s'):.3f} "
-            f"({train['CUDA SegGuidedNet default']['parameters']:,} vs {train['CUDA SegResNet matched']['parameters']:,} parameters).",
-        ]
+    for name, r in paired.items():
+        first, second = r["spec"]["specs"]
+        params = " / ".join(f"{train[spec['name']]['parameters']:,}" for spec in (first, second))
+        lines.append(
+            f"| {name} | {params} | {r['spec']['steps']} | {statistics.median(r['times'][first['name']]):.3f} | "
+            f"{statistics.median(r['times'][second['name']]):.3f} | {r['ratio_of_medians']:.3f} | {r['median_of_step_ratios']:.3f} | "
+            f"{r['step_ratio_quartiles'][0]:.3f}–{r['step_ratio_quartiles'][1]:.3f} |"
+        )
     lines += [
         "",
         "## Whole-volume inference (240×240×155, sliding window, Gaussian blending)",
@@ -287,7 +373,8 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2, help="times each train configuration runs, alternating")
+    parser.add_argument("--rounds", type=int, default=1, help="times each train configuration runs alone, alternating")
+    parser.add_argument("--pair-steps", type=int, default=30, help="alternating steps of each side in the paired timings")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--width", type=int, default=16, help="base width of the CPU comparison network")
     parser.add_argument("--roi", type=int, default=128)
@@ -300,24 +387,34 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.worker:
         spec = json.loads(args.worker)
-        result = worker_infer(spec) if "roi" in spec else worker_train(spec)
+        result = worker_pair(spec) if "specs" in spec else worker_infer(spec) if "roi" in spec else worker_train(spec)
         print(json.dumps(result))
         return
-    train_specs, infer_specs = plan(args)
-    train, infer = {}, {}
+    train_specs, pair_specs, infer_specs = plan(args)
+    train, paired, infer = {}, {}, {}
     # Configurations alternate over the rounds, and each keeps its fastest round, so a
-    # burst of load from other processes does not skew one configuration only.
+    # burst of load from other processes does not skew one configuration only; its
+    # memory is that of its leanest round (the allocator's leftovers only ever add).
+    rounds: dict[str, list[dict]] = {}
     for round_index in range(args.rounds):
         for spec in train_specs:
-            result = {**run_isolated(spec, args.threads), "spec": spec}
+            result = {**run_isolated(spec, args.threads, EXACT_MEMORY_ENV), "spec": spec}
             print(f"round {round_index + 1} {spec['name']}: {result['step_s']:.3f} s/step, peak {result['peak_rss_mib']:.0f} MiB{cuda_peak(result)}", flush=True)
-            previous = train.get(spec["name"])
-            if previous is None or result["step_s"] < previous["step_s"]:
-                train[spec["name"]] = result
+            rounds.setdefault(spec["name"], []).append(result)
+    for name, results in rounds.items():
+        leanest = min(results, key=lambda r: r["peak_rss_mib"])
+        train[name] = {
+            **min(results, key=lambda r: r["step_s"]),
+            **{key: leanest[key] for key in ("peak_rss_mib", "rss_before_training_mib")},
+            "peak_rss_mib_rounds": [r["peak_rss_mib"] for r in results],
+        }
+    for pair in pair_specs:
+        paired[pair["name"]] = {**run_isolated(pair, args.threads), "spec": pair}
+        print(f"paired {pair['name']}: median of step ratios {paired[pair['name']]['median_of_step_ratios']:.3f}", flush=True)
     for spec in infer_specs:
         infer[spec["name"]] = {**run_isolated(spec, args.threads), "spec": spec}
         print(f"{spec['name']}: {infer[spec['name']]['inference_s']:.1f} s, peak {infer[spec['name']]['peak_rss_mib']:.0f} MiB", flush=True)
-    write_report(machine(), args, train, infer)
+    write_report(machine(), args, train, paired, infer)
     print((RESULTS / f"{args.name}.md").read_text())
 
 
