@@ -82,7 +82,8 @@ class _SegmentationGate(torch.autograd.Function):
         # then the features' gradient, into which the maps' branch is added in place.
         features, maps, map_weight, gate_weight = ctx.saved_tensors
         dtype, batch = features.dtype, features.shape[0]
-        grad_maps = torch.zeros_like(maps) if grad_maps is None else grad_maps.to(dtype)
+        # our own copy: it is updated in place below, and autograd's gradients are not ours to change
+        grad_maps = torch.zeros_like(maps) if grad_maps is None else grad_maps.to(dtype, copy=True)
         if grad_gated is None:
             grad_gate_weight = torch.zeros_like(gate_weight)
             grad_features = torch.zeros_like(features)
@@ -90,7 +91,7 @@ class _SegmentationGate(torch.autograd.Function):
             grad_gated = grad_gated.to(dtype)
             grad_scale = grad_gated * features
             grad_gate_weight = summed_outer_product(grad_scale, maps).reshape(gate_weight.shape).to(gate_weight.dtype)
-            grad_maps = grad_maps + _apply(_matrix(gate_weight, dtype).t(), grad_scale)
+            grad_maps += _apply(_matrix(gate_weight, dtype).t(), grad_scale)
             del grad_scale
             grad_features = _scale(maps, gate_weight, dtype).mul_(grad_gated)
         grad_map_logits = grad_maps.mul_(maps * (1 - maps))  # through the sigmoid
