@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from monai.networks.blocks import UnetResBlock
@@ -105,8 +105,8 @@ class DecoderStage(nn.Module):
         self, in_channels: int, skip_channels: int, out_channels: int, norm: Norm, merge: SkipMerge = "add"
     ) -> None:
         super().__init__()
-        if merge not in ("add", "concat"):
-            raise ValueError(f"merge must be 'add' or 'concat', got {merge!r}")
+        if merge not in get_args(SkipMerge):
+            raise ValueError(f"merge must be one of {get_args(SkipMerge)}, got {merge!r}")
         if merge == "add" and skip_channels != out_channels:
             raise ValueError(
                 f"merge='add' needs as many skip features as output features, got {skip_channels} and {out_channels}"

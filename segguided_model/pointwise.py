@@ -36,8 +36,13 @@ def _apply(matrix: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """
     batch, channels, *spatial = inputs.shape
     flat = inputs.reshape(batch, channels, -1)
-    out = torch.bmm(matrix.unsqueeze(0).expand(batch, -1, -1), flat)
+    out = torch.bmm(_per_sample(matrix, batch), flat)
     return out.reshape(batch, matrix.shape[0], *spatial)
+
+
+def _per_sample(matrix: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(C_out, C_in)`` → ``(batch, C_out, C_in)``, a broadcast view for ``torch.bmm``."""
+    return matrix.unsqueeze(0).expand(batch, -1, -1)
 
 
 def summed_outer_product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -97,8 +102,9 @@ class _SegmentationGate(torch.autograd.Function):
         grad_map_logits = grad_maps.mul_(maps * (1 - maps))  # through the sigmoid
         if grad_logits is not None:
             grad_map_logits += grad_logits.to(dtype)
-        map_matrix = _matrix(map_weight, dtype).t().unsqueeze(0).expand(batch, -1, -1)  # (B, C, M)
-        grad_features.view(batch, features.shape[1], -1).baddbmm_(map_matrix, grad_map_logits.reshape(batch, maps.shape[1], -1))
+        grad_features.view(batch, features.shape[1], -1).baddbmm_(
+            _per_sample(_matrix(map_weight, dtype).t(), batch), grad_map_logits.reshape(batch, maps.shape[1], -1)
+        )
         grad_map_weight = summed_outer_product(grad_map_logits, features).reshape(map_weight.shape).to(map_weight.dtype)
         grad_map_bias = grad_map_logits.float().sum(dim=(0, *range(2, grad_map_logits.ndim))).to(map_weight.dtype)
         return grad_features, grad_map_weight, grad_map_bias, grad_gate_weight

@@ -24,6 +24,12 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
+def _positive_integer_parts(value: str) -> list[str] | None:
+    """The stripped parts of a comma-separated list if each is a positive integer, else None."""
+    parts = [part.strip() for part in str(value).split(",")]
+    return parts if all(part.isdigit() and int(part) > 0 for part in parts) else None
+
+
 class RunConfig(BaseModel):
     """Everything that defines one federated run.
 
@@ -108,16 +114,18 @@ class RunConfig(BaseModel):
     @field_validator("patch_size")
     @classmethod
     def _patch_size_is_cube_or_triple(cls, value: str) -> str:
-        parts = [p.strip() for p in str(value).split(",")]
-        if len(parts) not in (1, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        parts = _positive_integer_parts(value)
+        if parts is None or len(parts) not in (1, 3):
             raise ValueError(f"expected one positive integer or 'D,H,W', got {value!r}")
         return ",".join(parts)
 
     @field_validator("model_encoder_blocks")
     @classmethod
     def _encoder_blocks_are_positive_counts(cls, value: str) -> str:
-        parts = [p.strip() for p in str(value).split(",")] if str(value).strip() else []
-        if not all(p.isdigit() and int(p) > 0 for p in parts):
+        if not str(value).strip():
+            return ""
+        parts = _positive_integer_parts(value)
+        if parts is None:
             raise ValueError(f"expected comma-separated positive block counts such as '1,2,2,4', got {value!r}")
         return ",".join(parts)
 
