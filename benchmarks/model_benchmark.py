@@ -260,14 +260,20 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
     return train, pairs_of(train, args.pair_steps), infer
 
 
+def no_gate_twin(name: str, names) -> str | None:
+    """The name of the no-gate configuration that ``name`` (a gated one) is compared with."""
+    twin = name.replace("SegGuidedNet", "no-gate") if "SegGuidedNet" in name else None
+    return twin if twin in names else None
+
+
 def pairs_of(train: list[dict], steps: int) -> list[dict]:
     """Paired timings: every gated configuration against its no-gate twin, and each
     SegResNet against the gated network it was matched to (same device)."""
     by_name = {spec["name"]: spec for spec in train}
     pairs = []
     for name, spec in by_name.items():
-        if "SegGuidedNet" in name and name.replace("SegGuidedNet", "no-gate") in by_name:
-            pairs.append((spec, by_name[name.replace("SegGuidedNet", "no-gate")]))
+        if twin := no_gate_twin(name, by_name):
+            pairs.append((spec, by_name[twin]))
     gated_cpu = next(spec for spec in train if spec["model"] == "segguided" and spec["device"] == "cpu")
     for spec in train:
         if spec["model"] == "segresnet":
@@ -299,7 +305,7 @@ def write_report(info: dict, args, train: dict, paired: dict, infer: dict) -> No
         + f"; torch {info['torch']}, MONAI {info['monai']}, Python {info['python']}.",
         *(["", f"Note: {args.note}"] if args.note else []),
         "",
-        f"Torch threads: {args.threads}; {args.rounds} alternating rounds: step time from the fastest round, memory from the leanest. "
+        f"Torch threads: {args.threads}; {args.rounds} alternating rounds, fastest kept. "
         "Each configuration ran in a fresh process; peak memory is that "
         "process's `VmHWM` (includes the interpreter and torch), 'train Δ' is peak minus the "
         "resident memory after building the model and data.",
@@ -317,10 +323,10 @@ def write_report(info: dict, args, train: dict, paired: dict, infer: dict) -> No
     ]
     for name, r in train.items():
         spec = r["spec"]
-        base = name.replace("SegGuidedNet", "no-gate") if "SegGuidedNet" in name else None
-        if base in train and "peak_cuda_mib" in r:  # on a GPU, what counts is the GPU's memory
+        base = no_gate_twin(name, train)
+        if base and "peak_cuda_mib" in r:  # on a GPU, what counts is the GPU's memory
             rel = f"{ratio(train, name, base, 'step_s'):.3f} | {ratio(train, name, base, 'peak_cuda_mib'):.3f} (CUDA) | n/a"
-        elif base in train:
+        elif base:
             rel = (
                 f"{ratio(train, name, base, 'step_s'):.3f} | {ratio(train, name, base, 'peak_rss_mib'):.3f} | "
                 f"{(r['peak_rss_mib'] - r['rss_before_training_mib']) / (train[base]['peak_rss_mib'] - train[base]['rss_before_training_mib']):.3f}"
@@ -393,21 +399,15 @@ def main() -> None:
     train_specs, pair_specs, infer_specs = plan(args)
     train, paired, infer = {}, {}, {}
     # Configurations alternate over the rounds, and each keeps its fastest round, so a
-    # burst of load from other processes does not skew one configuration only; its
-    # memory is that of its leanest round (the allocator's leftovers only ever add).
-    rounds: dict[str, list[dict]] = {}
+    # burst of load from other processes does not skew one configuration only (memory is
+    # the same in every round: EXACT_MEMORY_ENV).
     for round_index in range(args.rounds):
         for spec in train_specs:
             result = {**run_isolated(spec, args.threads, EXACT_MEMORY_ENV), "spec": spec}
             print(f"round {round_index + 1} {spec['name']}: {result['step_s']:.3f} s/step, peak {result['peak_rss_mib']:.0f} MiB{cuda_peak(result)}", flush=True)
-            rounds.setdefault(spec["name"], []).append(result)
-    for name, results in rounds.items():
-        leanest = min(results, key=lambda r: r["peak_rss_mib"])
-        train[name] = {
-            **min(results, key=lambda r: r["step_s"]),
-            **{key: leanest[key] for key in ("peak_rss_mib", "rss_before_training_mib")},
-            "peak_rss_mib_rounds": [r["peak_rss_mib"] for r in results],
-        }
+            previous = train.get(spec["name"])
+            if previous is None or result["step_s"] < previous["step_s"]:
+                train[spec["name"]] = result
     for pair in pair_specs:
         paired[pair["name"]] = {**run_isolated(pair, args.threads), "spec": pair}
         print(f"paired {pair['name']}: median of step ratios {paired[pair['name']]['median_of_step_ratios']:.3f}", flush=True)
