@@ -23,7 +23,11 @@ import threading
 import time
 from pathlib import Path
 
-from server.local_simulation import PROJECT_ROOT, LocalFederation, open_local_federation
+from segguided_tools.local_simulation import (
+    PROJECT_ROOT,
+    LocalFederation,
+    open_local_federation,
+)
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 TIMING_PARTS = (

@@ -41,13 +41,16 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.server.strategy import FedAvg  # noqa: E402
 from flwr.server.workflow import SecAggPlusWorkflow  # noqa: E402
 from flwr.server.workflow.default_workflows import default_fit_workflow  # noqa: E402
+from in_process_federation import InProcessGrid, legacy_context, run_round  # noqa: E402
 
 from client.secure_update_mod import secure_update_mod  # noqa: E402
-from in_process_federation import InProcessGrid, legacy_context, run_round  # noqa: E402
+from segguided_federation.run_config import RunConfig  # noqa: E402
 from segguided_model.network import SegGuidedNet  # noqa: E402
 from segguided_model.state_arrays import model_to_arrays  # noqa: E402
-from server.config import RunConfig  # noqa: E402
-from server.secure_aggregation import SecureAggregationSettings, SecureAggregationWorkflow  # noqa: E402
+from server.secure_aggregation import (  # noqa: E402
+    SecureAggregationSettings,
+    SecureAggregationWorkflow,
+)
 
 
 class SmallStepClient(NumPyClient):
@@ -106,7 +109,10 @@ def protocol_round(mode: str, clients: int) -> dict:
 
 def federation_round(clients: int, secure: bool, root: Path) -> dict:
     """One real ``flwr run`` round with the default model and local training."""
-    from server.local_simulation import open_local_federation, run_config_argument  # noqa: PLC0415
+    from segguided_tools.local_simulation import (  # noqa: PLC0415
+        open_local_federation,
+        run_config_argument,
+    )
 
     federation = open_local_federation(root)
     try:

@@ -9,8 +9,8 @@ from flwr.clientapp import ClientApp
 from client.secure_update_mod import secure_update_mod
 from client.site_client import SiteClient
 from client.site_config import resolve_node_config
-from server.config import RunConfig
-from server.logging_setup import route_to_flower_console
+from segguided_federation.logging_setup import route_to_flower_console
+from segguided_federation.run_config import RunConfig
 
 
 def client_fn(context: Context) -> Client:

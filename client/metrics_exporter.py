@@ -30,8 +30,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from client.site_config import SiteConfig, SiteConfigError
+from segguided_federation.metrics_endpoint import MetricsPortError, serve_metrics
 from segguided_model.atomic_write import write_text_atomically
-from server.metrics_exporter import MetricsPortError, serve_metrics
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ the site's ``fit`` result into one masked uint32 vector:
 
 1. ``Δ = local weights − global weights`` (the global model came with the instructions);
    under DP, ``Δ`` is clipped to L2 norm ``dp-clipping-norm`` and weighted 1;
-2. ``encode`` (``server/secure_encoding.py``): ``[w, w·metrics, w·round(Δ·S)]`` with ``w``
+2. ``encode`` (``segguided_federation/secure_encoding.py``): ``[w, w·metrics, w·round(Δ·S)]`` with ``w``
    the number of training cases; a value outside the agreed range raises
    ``SecureRangeError`` (the round counts this client as failed, with the reason) instead of
    being clipped;
@@ -36,17 +36,37 @@ from flwr.client.mod.secure_aggregation.secaggplus_mod import (
     check_stage,
 )
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common import Code, FitRes, Parameters, Status, ndarray_to_bytes, parameters_to_ndarrays
-from flwr.common.secure_aggregation.crypto.symmetric_encryption import decrypt, generate_shared_key
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
-from flwr.common.secure_aggregation.secaggplus_utils import share_keys_plaintext_separate
-from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
+from flwr.common import (
+    Code,
+    FitRes,
+    Parameters,
+    Status,
+    ndarray_to_bytes,
+    parameters_to_ndarrays,
+)
+from flwr.common.secure_aggregation.crypto.symmetric_encryption import (
+    decrypt,
+    generate_shared_key,
+)
+from flwr.common.secure_aggregation.secaggplus_constants import (
+    RECORD_KEY_CONFIGS,
+    RECORD_KEY_STATE,
+    Key,
+    Stage,
+)
+from flwr.common.secure_aggregation.secaggplus_utils import (
+    share_keys_plaintext_separate,
+)
+from flwr.supercore.primitives.asymmetric import (
+    bytes_to_private_key,
+    bytes_to_public_key,
+)
 
-from server.config import RunConfig
-from server.differential_privacy import clip_update
-from server.flower_pin import require_verified_flower
-from server.secure_encoding import FixedPointCodec, carried_metric_keys
-from server.secure_masks import mask_words
+from segguided_federation.differential_privacy import clip_update
+from segguided_federation.flower_pin import require_verified_flower
+from segguided_federation.run_config import RunConfig
+from segguided_federation.secure_encoding import FixedPointCodec, carried_metric_keys
+from segguided_federation.secure_masks import mask_words
 
 log = logging.getLogger(__name__)
 

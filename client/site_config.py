@@ -15,11 +15,13 @@ Keys are kebab-case; relative paths are relative to the file::
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import tomllib
+from pydantic import Field, ValidationError
+
+from segguided_federation.config_model import KebabModel, describe_validation_error
 
 SITE_CONFIG_KEY = "site-config"
 # Node-config keys the site loader and the client read; a site config file provides them.
@@ -30,11 +32,7 @@ class SiteConfigError(ValueError):
     """The site config file is missing or invalid; the message names the file and the key."""
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-class SiteConfig(BaseModel):
+class SiteConfig(KebabModel):
     """One hospital's deployment settings.
 
     Attributes:
@@ -45,8 +43,6 @@ class SiteConfig(BaseModel):
         metrics_port: the client metrics exporter's port; 0 = no exporter.
         metrics_host: the address the exporter binds.
     """
-
-    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, extra="forbid", frozen=True)
 
     site_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     data_path: Path
@@ -77,11 +73,7 @@ class SiteConfig(BaseModel):
         try:
             config = cls.model_validate(dict(data))
         except ValidationError as error:
-            problems = []
-            for item in error.errors():
-                key = ".".join(str(part) for part in item["loc"]) or "site config"
-                problems.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
-            raise SiteConfigError(f"site config {source}: " + "; ".join(problems)) from None
+            raise SiteConfigError(f"site config {source}: " + describe_validation_error(error, "site config")) from None
         if base is None:
             return config
         resolved = {

@@ -7,8 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from segguided_model.gate_function import segmentation_gate
 from segguided_model.labels import SUBREGIONS
-from segguided_model.pointwise import segmentation_gate
 
 
 class GateOutput(NamedTuple):
@@ -40,7 +40,7 @@ class SegAttentionGate(nn.Module):
        does; the gates then learn how much each sub-region should amplify or damp each
        feature channel.
 
-    The gate runs as one autograd node (``segguided_model.pointwise.segmentation_gate``):
+    The gate runs as one autograd node (``segguided_model.gate_function.segmentation_gate``):
     both 1×1×1 convolutions as matrix products, and only the features and maps kept for
     backward. Its cost is a few per-voxel products, small beside the 3×3×3 convolutions
     of the stage it follows.

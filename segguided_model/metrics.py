@@ -32,6 +32,11 @@ HD95_KEYS: tuple[str, ...] = tuple(f"hd95-{region.lower()}" for region in REGION
 METRIC_KEYS: tuple[str, ...] = DICE_KEYS + HD95_KEYS
 """Per-case metric keys, in CSV column order."""
 
+DICE_MEAN_KEY = "dice-mean"
+HD95_MEAN_KEY = "hd95-mean"
+SUMMARY_KEYS: tuple[str, ...] = (*DICE_KEYS, DICE_MEAN_KEY, *HD95_KEYS, HD95_MEAN_KEY)
+"""What ``mean_metrics`` returns: every per-region mean and the means over regions."""
+
 
 def region_dice(pred: torch.Tensor, ref: torch.Tensor) -> float:
     """Dice of one boolean mask ``(D, H, W)`` against another; 1 when both are empty."""
@@ -102,7 +107,7 @@ def case_metrics(
 
 
 def mean_metrics(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Mean of each metric over cases, plus ``dice-mean`` and ``hd95-mean`` over regions.
+    """Mean of each metric over cases, plus ``dice-mean`` and ``hd95-mean`` over regions, in ``SUMMARY_KEYS`` order.
 
     Keys other than ``METRIC_KEYS`` (such as ``case-id``) are ignored.
 
@@ -118,6 +123,6 @@ def mean_metrics(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:
         if missing:
             raise ValueError(f"metric {key!r} is missing from row {missing[0]}")
         means[key] = sum(float(row[key]) for row in rows) / len(rows)
-    means["dice-mean"] = sum(means[key] for key in DICE_KEYS) / len(DICE_KEYS)
-    means["hd95-mean"] = sum(means[key] for key in HD95_KEYS) / len(HD95_KEYS)
-    return means
+    means[DICE_MEAN_KEY] = sum(means[key] for key in DICE_KEYS) / len(DICE_KEYS)
+    means[HD95_MEAN_KEY] = sum(means[key] for key in HD95_KEYS) / len(HD95_KEYS)
+    return {key: means[key] for key in SUMMARY_KEYS}

@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from segguided_federation.run_config import RunConfig
+from segguided_federation.synthetic_data import synthetic_federation
 from segguided_model.data.layouts import CaseRecord
 from segguided_model.data.pipeline import build_eval_dataset
+from segguided_model.data.qa import run_qa
 from segguided_model.evaluation import evaluate_volumes
+
+log = logging.getLogger(__name__)
+
+
+class ValidationDataError(RuntimeError):
+    """The server's validation cases cannot be found or none of them is usable."""
+
+
+def central_validation_cases(config: RunConfig) -> list[CaseRecord]:
+    """The server's held-out cases (``server-validation-dir``, or the synthetic ones), after the QA gate.
+
+    Raises:
+        ValidationDataError: no validation folder is configured, or none of its cases passes QA.
+    """
+    if config.server_validation_dir:
+        folder = Path(config.server_validation_dir).expanduser()
+    elif config.uses_synthetic_data:
+        folder = synthetic_federation(config).validation_dir
+    else:
+        raise ValidationDataError(
+            "data-dir points at real site data, so set server-validation-dir to the server's "
+            "own held-out cases"
+        )
+    report = run_qa(folder)
+    for case_id, reason in report.rejected:
+        log.warning("central validation: skipping case %s: %s", case_id, reason)
+    labelled = [case for case in report.valid if case.has_label]
+    if not labelled:
+        raise ValidationDataError(
+            f"no labelled case in {folder} passed the QA gate ({len(report.rejected)} rejected)"
+        )
+    log.info("central validation on %d case(s) from %s", len(labelled), folder)
+    return labelled
 
 
 class CentralValidator:
@@ -17,7 +55,7 @@ class CentralValidator:
 
     Args:
         cases: labelled cases that passed the QA gate.
-        roi_size: sliding-window size (the training patch size).
+        roi_size: sliding-window size (MONAI's ``roi_size``; the training patch size).
         device: where to run inference.
         mixed_precision: float16 autocast on CUDA.
     """

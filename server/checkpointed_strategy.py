@@ -19,12 +19,22 @@ import time
 from typing import Callable
 
 import torch
-from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar, parameters_to_ndarrays
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    parameters_to_ndarrays,
+)
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 from torch import nn
 
+from segguided_federation import metric_keys as keys
+from segguided_model.metrics import DICE_MEAN_KEY
 from segguided_model.state_arrays import load_arrays
 from server.history import RoundRecord, RunHistory
 from server.run_folder import RunFolder
@@ -38,9 +48,6 @@ Validator = Callable[[nn.Module], tuple[list[dict], dict[str, float]]]
 
 RoundListener = Callable[[RoundRecord], None]
 """Called with each finished round's record (metrics exporters, progress bars)."""
-
-SITE_ID = "site-id"
-
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -64,7 +71,7 @@ def _describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseEx
 def _numeric_metrics_by_site(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> dict[str, dict[str, float]]:
     """``{site id: {metric: value}}`` of the numeric metrics each client reported, in site order."""
     by_site = {
-        str(res.metrics.get(SITE_ID, proxy.node_id)): {
+        str(res.metrics.get(keys.SITE_ID, proxy.node_id)): {
             key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))
         }
         for proxy, res in results
@@ -119,7 +126,7 @@ class CheckpointedStrategy(Strategy):
         return self.completed_rounds + server_round
 
     def _instructions(self, number: int, instructions):
-        extra: dict[str, Scalar] = {**self.fit_config, "server-round": number}
+        extra: dict[str, Scalar] = {**self.fit_config, keys.SERVER_ROUND: number}
         for _, ins in instructions:
             ins.config.update(extra)
         return instructions
@@ -149,7 +156,7 @@ class CheckpointedStrategy(Strategy):
         number = self._number(server_round)
         fit_phase = time.perf_counter() - self._started.get("round", time.perf_counter())
         record = self.history.round(number)
-        ordered = sorted(results, key=lambda item: str(item[1].metrics.get(SITE_ID, item[0].node_id)))
+        ordered = sorted(results, key=lambda item: str(item[1].metrics.get(keys.SITE_ID, item[0].node_id)))
         record.clients_succeeded = len(ordered)
         record.clients_failed = len(failures)
         # Under SecAgg+ every result carries the (same-sized) aggregate instead of the upload.
@@ -159,11 +166,11 @@ class CheckpointedStrategy(Strategy):
         record.site_training = _numeric_metrics_by_site([(p, r) for p, r in ordered if r.metrics])
         for reason in record.failures:
             log.warning("round %d: a client failed: %s", number, reason)
-        client_seconds = [float(res.metrics.get("client-seconds", 0.0)) for _, res in ordered]
+        client_seconds = [float(res.metrics.get(keys.CLIENT_SECONDS, 0.0)) for _, res in ordered]
         record.timing["fit-phase-seconds"] = fit_phase
         record.timing["client-seconds-max"] = max(client_seconds, default=0.0)
         record.timing["client-training-seconds-max"] = max(
-            (float(res.metrics.get("train-seconds", 0.0)) for _, res in ordered), default=0.0
+            (float(res.metrics.get(keys.TRAIN_SECONDS, 0.0)) for _, res in ordered), default=0.0
         )
         if len(ordered) < self.min_fit_clients:
             log.warning(
@@ -226,7 +233,7 @@ class CheckpointedStrategy(Strategy):
         )
         if server_round == 0 or self.inner_fraction_evaluate() == 0.0:
             self._close_round(number)
-        return 1.0 - record.central.get("dice-mean", 0.0), dict(record.central)
+        return 1.0 - record.central.get(DICE_MEAN_KEY, 0.0), dict(record.central)
 
     # Federated evaluation -----------------------------------------------------------
 

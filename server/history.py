@@ -16,11 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segguided_federation import metric_keys as keys
 from segguided_model.atomic_write import write_text_atomically
+from segguided_model.metrics import (
+    DICE_KEYS,
+    DICE_MEAN_KEY,
+    HD95_MEAN_KEY,
+    SUMMARY_KEYS,
+)
 
 log = logging.getLogger(__name__)
 
-CENTRAL_KEYS = ("dice-et", "dice-tc", "dice-wt", "dice-mean", "hd95-et", "hd95-tc", "hd95-wt", "hd95-mean")
+SITE_TABLE_KEYS: tuple[str, ...] = (*DICE_KEYS, DICE_MEAN_KEY, HD95_MEAN_KEY, keys.EVALUATION_CASES)
+"""Columns of the per-site federated-evaluation table in the log."""
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
@@ -88,7 +96,7 @@ class RoundRecord:
     def flat(self) -> dict[str, Any]:
         """One CSV row: central metrics, counts, timing and ``site-<id>-<metric>`` columns."""
         row: dict[str, Any] = {"round": self.round}
-        row.update({f"central-{key}": self.central.get(key) for key in CENTRAL_KEYS})
+        row.update({f"central-{key}": self.central.get(key) for key in SUMMARY_KEYS})
         row["clients-selected"] = self.clients_selected
         row["clients-succeeded"] = self.clients_succeeded
         row["clients-failed"] = self.clients_failed
@@ -126,8 +134,8 @@ class RunHistory:
         return self.records.setdefault(number, RoundRecord(round=number))
 
     def best_round(self) -> int | None:
-        scored = [r for r in self.records.values() if "dice-mean" in r.central]
-        return max(scored, key=lambda r: r.central["dice-mean"]).round if scored else None
+        scored = [r for r in self.records.values() if DICE_MEAN_KEY in r.central]
+        return max(scored, key=lambda r: r.central[DICE_MEAN_KEY]).round if scored else None
 
     def write(self) -> None:
         rows = [self.records[n] for n in sorted(self.records)]
@@ -138,13 +146,13 @@ class RunHistory:
 
     def central_table(self) -> str:
         """The per-round central validation table, as logged after every round."""
-        header = f"{'round':>5} | " + " | ".join(f"{k:>9}" for k in CENTRAL_KEYS) + " | ok/failed"
+        header = f"{'round':>5} | " + " | ".join(f"{k:>9}" for k in SUMMARY_KEYS) + " | ok/failed"
         lines = [header, "-" * len(header)]
         for number in sorted(self.records):
             record = self.records[number]
             if not record.central:
                 continue
-            cells = " | ".join(f"{record.central.get(k, float('nan')):9.3f}" for k in CENTRAL_KEYS)
+            cells = " | ".join(f"{record.central.get(k, float('nan')):9.3f}" for k in SUMMARY_KEYS)
             lines.append(f"{number:>5} | {cells} | {record.clients_succeeded}/{record.clients_failed}")
         return "\n".join(lines)
 
@@ -153,8 +161,7 @@ class RunHistory:
         record = self.records.get(number)
         if record is None or not record.site_evaluation:
             return ""
-        keys = ("dice-et", "dice-tc", "dice-wt", "dice-mean", "hd95-mean", "cases")
-        lines = [f"{'site':>10} | " + " | ".join(f"{k:>9}" for k in keys)]
+        lines = [f"{'site':>10} | " + " | ".join(f"{k:>9}" for k in SITE_TABLE_KEYS)]
         for site, metrics in sorted(record.site_evaluation.items()):
-            lines.append(f"{site:>10} | " + " | ".join(f"{metrics.get(k, float('nan')):9.3f}" for k in keys))
+            lines.append(f"{site:>10} | " + " | ".join(f"{metrics.get(k, float('nan')):9.3f}" for k in SITE_TABLE_KEYS))
         return "\n".join(lines)

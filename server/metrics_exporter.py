@@ -6,72 +6,21 @@ central Dice and HD95 per region, aggregation time, bytes received). Each proces
 its own ``CollectorRegistry``, so nothing leaks between exporters or into the default
 registry that other libraries use.
 
-``serve_metrics`` is shared with the client exporter: it binds the HTTP endpoint and turns
-a port that is already taken into a ``MetricsPortError`` naming the port and its owner.
+The endpoint itself is ``segguided_federation.metrics_endpoint.serve_metrics``, shared with
+the hospital's exporter.
 """
 
 from __future__ import annotations
 
-import errno
-import logging
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
-
+from segguided_model.metrics import DICE_KEYS, DICE_MEAN_KEY, HD95_KEYS, HD95_MEAN_KEY
 from server.history import RoundRecord
 
-log = logging.getLogger(__name__)
-
-REGIONS = ("et", "tc", "wt", "mean")
-
-
-class MetricsPortError(OSError):
-    """The metrics endpoint cannot bind its port; the message names the port and who wanted it."""
-
-
-@dataclass
-class MetricsEndpoint:
-    """A running ``/metrics`` HTTP server."""
-
-    server: WSGIServer
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def serve_metrics(registry: CollectorRegistry, host: str, port: int, owner: str) -> MetricsEndpoint:
-    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread.
-
-    Args:
-        registry: what to expose.
-        host: address to bind (``127.0.0.1`` for local scraping, ``0.0.0.0`` in a container).
-        port: TCP port, 1-65535.
-        owner: who serves, for the error message (e.g. ``run config metrics-port``).
-
-    Raises:
-        MetricsPortError: the port is in use or cannot be bound.
-    """
-    if not 0 < port < 65536:
-        raise MetricsPortError(f"{owner}: expected a TCP port between 1 and 65535, got {port}")
-    try:
-        server, _ = start_http_server(port, addr=host, registry=registry)
-    except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            raise MetricsPortError(
-                f"{owner}: port {port} on {host} is already in use; stop the other process or choose "
-                f"another port"
-            ) from None
-        raise MetricsPortError(f"{owner}: cannot serve metrics on {host}:{port}: {error}") from None
-    log.info("Prometheus metrics at http://%s:%d/metrics", host, port)
-    return MetricsEndpoint(server, host, port)
+REGION_LABELS: dict[str, tuple[str, str]] = {
+    key.removeprefix("dice-"): (key, hd95) for key, hd95 in zip((*DICE_KEYS, DICE_MEAN_KEY), (*HD95_KEYS, HD95_MEAN_KEY))
+}
+"""Prometheus ``region`` label → its Dice and HD95 keys (``et``, ``tc``, ``wt``, ``mean``)."""
 
 
 class ServerMetrics:
@@ -106,11 +55,11 @@ class ServerMetrics:
 
     def record_round(self, record: RoundRecord) -> None:
         """Publish one finished round (round 0, the initial model, only sets the central metrics)."""
-        for region in REGIONS:
-            if f"dice-{region}" in record.central:
-                self.central_dice.labels(region=region).set(record.central[f"dice-{region}"])
-            if f"hd95-{region}" in record.central:
-                self.central_hd95.labels(region=region).set(record.central[f"hd95-{region}"])
+        for region, (dice, hd95) in REGION_LABELS.items():
+            if dice in record.central:
+                self.central_dice.labels(region=region).set(record.central[dice])
+            if hd95 in record.central:
+                self.central_hd95.labels(region=region).set(record.central[hd95])
         if record.round == 0:
             return
         self.rounds_completed.set(record.round)

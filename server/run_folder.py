@@ -24,9 +24,9 @@ from typing import Any
 
 from torch import nn
 
+from segguided_federation.run_config import RunConfig
 from segguided_model.atomic_write import write_text_atomically
 from segguided_model.checkpoint import load_checkpoint, save_checkpoint
-from server.config import RunConfig
 
 log = logging.getLogger(__name__)
 

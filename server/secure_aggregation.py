@@ -6,9 +6,9 @@ agreement, Shamir shares of each client's secrets, threshold checks) and replace
 carries the model:
 
 * each client uploads one uint32 vector ``encode(Δ) + own mask ± pairwise masks`` (see
-  ``client/secure_update_mod.py`` and ``server/secure_encoding.py``), where ``Δ`` is its
+  ``client/secure_update_mod.py`` and ``segguided_federation/secure_encoding.py``), where ``Δ`` is its
   update relative to the global model, weighted by its training cases;
-* masks come from ``server/secure_masks.py`` (AES-256-CTR keyed by the whole seed) instead
+* masks come from ``segguided_federation/secure_masks.py`` (AES-256-CTR keyed by the whole seed) instead
   of Flower's 32-bit-seeded Mersenne Twister;
 * the server sums the vectors modulo 2**32, removes the survivors' own masks and the
   dropped clients' pairwise masks from reconstructed secrets, and decodes
@@ -35,21 +35,36 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.common import bytes_to_ndarray, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares
-from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_shared_key
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.common.secure_aggregation.crypto.symmetric_encryption import (
+    generate_shared_key,
+)
+from flwr.common.secure_aggregation.secaggplus_constants import (
+    RECORD_KEY_CONFIGS,
+    Key,
+    Stage,
+)
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp.grid import Grid
-from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
+from flwr.supercore.primitives.asymmetric import (
+    bytes_to_private_key,
+    bytes_to_public_key,
+)
 
-from server.config import RunConfig
-from server.differential_privacy import PrivacyAccountant, PrivacySettings, add_noise
-from server.flower_pin import require_verified_flower
-from server.secure_encoding import SUM_BUDGET, FixedPointCodec, carried_metric_keys
-from server.secure_masks import mask_words
+from segguided_federation import metric_keys as keys
+from segguided_federation.differential_privacy import PrivacySettings
+from segguided_federation.flower_pin import require_verified_flower
+from segguided_federation.run_config import RunConfig
+from segguided_federation.secure_encoding import (
+    SUM_BUDGET,
+    FixedPointCodec,
+    carried_metric_keys,
+)
+from segguided_federation.secure_masks import mask_words
+from server.privacy_accountant import PrivacyAccountant, add_noise
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +376,7 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
         ]
         report.survivors = len(active)
         report.tolerance = codec.tolerance
-        count_key = "clients-summed" if self.settings.privacy is not None else "train-cases"
+        count_key = "clients-summed" if self.settings.privacy is not None else keys.TRAIN_CASES
         report.training = {count_key: float(decoded.weight), **decoded.metric_means()}
         report.failures = [str(failure)[-500:] for failure in state.failures]
 

@@ -11,20 +11,25 @@ from flwr.server import LegacyContext, ServerConfig
 from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid, ServerApp
 
+from segguided_federation import metric_keys as keys
+from segguided_federation.logging_setup import route_to_flower_console
+from segguided_federation.metrics_endpoint import serve_metrics
+from segguided_federation.run_config import RunConfig
 from segguided_model.checkpoint import load_checkpoint
+from segguided_model.metrics import DICE_MEAN_KEY
 from segguided_model.network import SegGuidedNet
 from segguided_model.state_arrays import model_to_arrays
 from segguided_model.training import resolve_device, resolve_mixed_precision
-from server.central_validation import CentralValidator
+from server.central_validation import CentralValidator, central_validation_cases
 from server.checkpointed_strategy import CheckpointedStrategy
-from server.config import RunConfig
-from server.data_sources import central_validation_cases
-from server.differential_privacy import PrivacyAccountant
 from server.history import RunHistory
-from server.logging_setup import route_to_flower_console
-from server.metrics_exporter import ServerMetrics, serve_metrics
+from server.metrics_exporter import ServerMetrics
+from server.privacy_accountant import PrivacyAccountant
 from server.run_folder import RunFolder
-from server.secure_aggregation import SecureAggregationSettings, SecureAggregationWorkflow
+from server.secure_aggregation import (
+    SecureAggregationSettings,
+    SecureAggregationWorkflow,
+)
 from server.strategies import build_strategy, restore_optimizer_state
 
 log = logging.getLogger(__name__)
@@ -53,7 +58,7 @@ def main(grid: Grid, context: Context) -> None:
         log.info("resuming %s after round %d", folder.path, completed_rounds)
     folder.write_config(config)
 
-    validator = CentralValidator(central_validation_cases(config), config.patch_shape, device, mixed_precision)
+    validator = CentralValidator(central_validation_cases(config), config.patch_size, device, mixed_precision)
     inner = build_strategy(config, ndarrays_to_parameters(model_to_arrays(model)))
     if resume is not None:
         saved = resume.extra.get("optimizer-state", {})
@@ -73,7 +78,7 @@ def main(grid: Grid, context: Context) -> None:
         history=history,
         completed_rounds=completed_rounds,
         min_fit_clients=config.min_fit_clients,
-        fit_config={"seed": config.seed},
+        fit_config={keys.RUN_SEED: config.seed},
         listeners=listeners,
     )
 
@@ -93,7 +98,7 @@ def main(grid: Grid, context: Context) -> None:
     best = history.best_round()
     log.info("run finished: %d rounds, best central mean Dice %.3f in round %s; outputs in %s",
              config.num_server_rounds,
-             history.records[best].central["dice-mean"] if best is not None else float("nan"),
+             history.records[best].central[DICE_MEAN_KEY] if best is not None else float("nan"),
              best, folder.path)
     if endpoint is not None:
         endpoint.close()

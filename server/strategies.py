@@ -8,7 +8,7 @@ import numpy as np
 from flwr.common import Parameters, Scalar
 from flwr.server.strategy import FedAdam, FedAvg, FedOpt, FedProx, FedYogi, Strategy
 
-from server.config import RunConfig
+from segguided_federation.run_config import RunConfig
 
 
 def build_strategy(config: RunConfig, initial_parameters: Parameters) -> Strategy:
@@ -21,7 +21,7 @@ def build_strategy(config: RunConfig, initial_parameters: Parameters) -> Strateg
         fraction_fit=config.fraction_fit,
         fraction_evaluate=config.fraction_evaluate,
         min_fit_clients=config.min_fit_clients,
-        min_evaluate_clients=config.min_fit_clients,
+        min_evaluate_clients=config.min_evaluate_clients,
         min_available_clients=config.min_available_clients,
         accept_failures=True,
         initial_parameters=initial_parameters,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.local_simulation import PROJECT_ROOT, LocalFederation, free_port, open_local_federation, run_config_argument
+from segguided_tools.local_simulation import (
+    PROJECT_ROOT,
+    LocalFederation,
+    free_port,
+    open_local_federation,
+    run_config_argument,
+)
 
 __all__ = ["PROJECT_ROOT", "LocalFederation", "free_port", "open_local_federation", "tiny_settings", "tiny_run_config"]
 

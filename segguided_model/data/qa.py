@@ -22,7 +22,12 @@ import nibabel as nib
 import numpy as np
 
 from segguided_model.data.discovery import StrayEntry, discover_cases
-from segguided_model.data.layouts import CASE_FOLDER_LAYOUTS, MODALITIES, MSD_LAYOUT, CaseRecord
+from segguided_model.data.layouts import (
+    CASE_FOLDER_LAYOUTS,
+    MODALITIES,
+    MSD_LAYOUT,
+    CaseRecord,
+)
 from segguided_model.labels import CONVENTIONS, detect_convention, get_convention
 
 REASONS: Mapping[str, str] = {

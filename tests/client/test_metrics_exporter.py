@@ -13,10 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from federation_harness import PROJECT_ROOT, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from client.metrics_exporter import client_registry, record_round
-from federation_harness import PROJECT_ROOT, free_port
 
 FIT_METRICS = {"site-id": "hospital-a", "loss": 0.75, "train-cases": 12, "steps-per-second": 1.5, "steps": 3}
 

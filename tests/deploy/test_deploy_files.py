@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
 from flwr.supernode.cli.flower_supernode import _parse_args_run_supernode
+from runbook import STEPS_RUN_BY_THE_DEPLOYMENT_TEST, expand, read_runbook
 
 from client.metrics_exporter import client_registry, record_round
 from client.site_config import SiteConfig
-from runbook import STEPS_RUN_BY_THE_DEPLOYMENT_TEST, expand, read_runbook
 from server.history import RoundRecord
 from server.metrics_exporter import ServerMetrics
 

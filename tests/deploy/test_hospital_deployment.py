@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from federation_harness import PROJECT_ROOT, free_port, tiny_run_config
+from prometheus_client.parser import text_string_to_metric_families
 from runbook import STEPS_RUN_BY_THE_DEPLOYMENT_TEST, read_runbook
-from client.site import load_site
+
+from segguided_federation.run_config import RunConfig
+from segguided_federation.site_data import load_site
 from segguided_model.checkpoint import load_checkpoint
-from segguided_model.credentials import write_credentials
-from server.config import RunConfig
+from segguided_tools.credentials import write_credentials
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

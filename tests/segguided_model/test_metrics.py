@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from segguided_model.metrics import HD95_ONE_EMPTY, METRIC_KEYS, case_metrics, mean_metrics, region_dice, region_hd95
+from segguided_model.metrics import (
+    HD95_ONE_EMPTY,
+    METRIC_KEYS,
+    case_metrics,
+    mean_metrics,
+    region_dice,
+    region_hd95,
+)
 
 
 def mask(shape, *slices) -> torch.Tensor:

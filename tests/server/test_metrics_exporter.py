@@ -6,11 +6,12 @@ import socket
 import urllib.request
 
 import pytest
+from federation_harness import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from federation_harness import free_port
+from segguided_federation.metrics_endpoint import MetricsPortError, serve_metrics
 from server.history import RoundRecord
-from server.metrics_exporter import MetricsPortError, ServerMetrics, serve_metrics
+from server.metrics_exporter import ServerMetrics
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:

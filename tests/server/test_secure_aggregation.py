@@ -11,15 +11,22 @@ import pytest
 from flwr.app import Context
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.common import bytes_to_ndarray
+from flwr.common.secure_aggregation.secaggplus_constants import (
+    RECORD_KEY_CONFIGS,
+    Key,
+    Stage,
+)
 from flwr.server.strategy import FedAvg
+from in_process_federation import InProcessGrid, global_model, legacy_context, run_round
 
 from client.secure_update_mod import secure_update_mod
-from in_process_federation import InProcessGrid, global_model, legacy_context, run_round
-from server.config import RunConfig
-from server.secure_aggregation import SecureAggregationSettings, SecureAggregationWorkflow
-from server.secure_encoding import FixedPointCodec
+from segguided_federation.run_config import RunConfig
+from segguided_federation.secure_encoding import FixedPointCodec
+from server.secure_aggregation import (
+    SecureAggregationSettings,
+    SecureAggregationWorkflow,
+)
 
 SHAPES = [(6, 5), (7,), (2, 3, 4)]
 CASES = {1: 12, 2: 3, 3: 30, 4: 7}

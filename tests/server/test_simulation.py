@@ -7,14 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from federation_harness import (
+    LocalFederation,
+    open_local_federation,
+    tiny_run_config,
+    tiny_settings,
+)
 
-from federation_harness import LocalFederation, open_local_federation, tiny_run_config, tiny_settings
+from segguided_federation.run_config import RunConfig
+from segguided_federation.secure_encoding import FixedPointCodec
 from segguided_model.checkpoint import load_checkpoint
 from segguided_model.data.synthetic import ensure_federation
 from segguided_model.state_arrays import model_to_arrays
-from server.config import RunConfig
-from server.run_status import RunFailed
-from server.secure_encoding import FixedPointCodec
+from segguided_tools.launcher import RunFailed
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,12 @@ import pytest
 
 from segguided_model.data.discovery import discover_cases
 from segguided_model.data.layouts import MODALITIES, MSD_CHANNEL_ORDER
-from segguided_model.data.synthetic import draw_site_profiles, label_map, synthesize_case, write_case
+from segguided_model.data.synthetic import (
+    draw_site_profiles,
+    label_map,
+    synthesize_case,
+    write_case,
+)
 
 SIZE = (24, 24, 24)
 

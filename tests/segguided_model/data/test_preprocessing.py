@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from segguided_model.data.layouts import MODALITIES, MSD_CHANNEL_ORDER, CaseRecord, case_from_folder
-from segguided_model.data.preprocessing import case_to_item, load_case, restore_orientation
+from segguided_model.data.layouts import (
+    MODALITIES,
+    MSD_CHANNEL_ORDER,
+    CaseRecord,
+    case_from_folder,
+)
+from segguided_model.data.preprocessing import (
+    case_to_item,
+    load_case,
+    restore_orientation,
+)
 from segguided_model.labels import CONVENTIONS, region_masks, subregion_masks
 
 SHAPE = (12, 14, 10)

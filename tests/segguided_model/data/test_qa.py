@@ -9,9 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from segguided_model.cli import main
 from segguided_model.data.qa import REASONS, run_qa
-from segguided_model.data.synthetic import draw_site_profiles, label_map, synthesize_case, write_case
+from segguided_model.data.synthetic import (
+    draw_site_profiles,
+    label_map,
+    synthesize_case,
+    write_case,
+)
 
 SIZE = (24, 24, 24)
 
@@ -132,23 +136,3 @@ def test_forced_convention_rejects_cases_that_do_not_fit(tmp_path):
     _write_site(tmp_path, 2)
     report = run_qa(tmp_path, convention="brats2021")
     assert report.valid == [] and {r.reason for r in report.rejected} == {"label-convention-mismatch"}
-
-
-def test_cli_exits_zero_with_a_valid_case_and_prints_json(broken_site, capsys):
-    site, expected, _ = broken_site
-    assert main(["qa", str(site), "--json"]) == 0
-    document = json.loads(capsys.readouterr().out)
-    assert document["rejected"] == len(expected) and "details" in document
-
-
-def test_cli_exits_non_zero_with_a_message_when_no_case_is_valid(tmp_path, capsys):
-    ids = _write_site(tmp_path, 1)
-    _break(tmp_path, ids[0], "empty-file")
-    assert main(["qa", str(tmp_path)]) == 1
-    captured = capsys.readouterr()
-    assert "empty-file" in captured.out and "no valid case" in captured.err
-
-
-def test_cli_names_a_missing_site_folder(tmp_path, capsys):
-    assert main(["qa", str(tmp_path / "nowhere")]) == 2
-    assert "nowhere" in capsys.readouterr().err

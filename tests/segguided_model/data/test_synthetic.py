@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from segguided_model.cli import main
 from segguided_model.data.discovery import discover_cases
 from segguided_model.data.qa import run_qa
 from segguided_model.data.synthetic import (
@@ -135,11 +134,3 @@ def test_concurrent_processes_share_one_generation(tmp_path):
     assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]
     assert len(list(out.rglob("*.nii.gz"))) == 5 * 5
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name or ".stale" in p.name]
-
-
-def test_cli_writes_the_requested_layout(tmp_path, capsys):
-    assert main(["synth", str(tmp_path / "fed"), "--sites", "2", "--cases", "1", "--val-cases", "1",
-                 "--layout", "brats2021", "--size", "24", "24", "16", "--seed", "2"]) == 0
-    assert (tmp_path / "fed" / "site-2" / "BraTS2021_00001" / "BraTS2021_00001_t1ce.nii.gz").is_file()
-    assert main(["synth", str(tmp_path / "fed"), "--sites", "0"]) == 2
-    assert "sites=0" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+"""Which data a client trains on: its site folder, passed through the QA gate and split.
+
+In deployment the SuperNode's ``--node-config`` names the folder (``data-path``); in
+simulation the site follows from ``partition-id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from segguided_federation.run_config import RunConfig
+from segguided_federation.synthetic_data import synthetic_federation
+from segguided_model.data.layouts import CaseRecord
+from segguided_model.data.qa import run_qa
+from segguided_model.data.split import split_cases
+
+log = logging.getLogger(__name__)
+
+
+class SiteError(RuntimeError):
+    """The site's data cannot be used; the message says which folder and why."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """One hospital's usable data.
+
+    Attributes:
+        site_id: the name this site reports under (never a path or patient data).
+        data_dir: its data folder.
+        training_cases: labelled cases that passed QA, for training.
+        validation_cases: labelled cases that passed QA, for federated evaluation.
+        rejected: ``(case id, reason)`` for every case the QA gate skipped.
+        cache_dir: where preprocessed volumes may be cached, if anywhere.
+    """
+
+    site_id: str
+    data_dir: Path
+    training_cases: list[CaseRecord]
+    validation_cases: list[CaseRecord]
+    rejected: list[tuple[str, str]]
+    cache_dir: Path | None
+
+
+def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str, Path, Path | None]:
+    if "data-path" in node_config:
+        data_dir = Path(str(node_config["data-path"])).expanduser()
+        site_id = str(node_config.get("site-id", data_dir.name))
+        cache = node_config.get("cache-dir")
+        return site_id, data_dir, Path(str(cache)).expanduser() if cache else None
+    if "partition-id" not in node_config:
+        raise SiteError("node config has neither data-path (deployment) nor partition-id (simulation)")
+    partition = int(node_config["partition-id"])
+    partitions = int(node_config.get("num-partitions", partition + 1))
+    if config.uses_synthetic_data:
+        if partitions != config.synthetic_sites:
+            raise SiteError(
+                f"the simulation has {partitions} SuperNodes but run config synthetic-sites="
+                f"{config.synthetic_sites}; pass --run-config \"synthetic-sites={partitions}\""
+            )
+        folder = synthetic_federation(config).site_dirs[partition]
+        return folder.name, folder, folder.parent / "cache" / folder.name
+    sites = sorted(p for p in Path(config.data_dir).expanduser().iterdir() if p.is_dir())
+    if partition >= len(sites):
+        raise SiteError(f"data-dir {config.data_dir} has {len(sites)} site folders; partition {partition} has none")
+    return sites[partition].name, sites[partition], None
+
+
+def load_site(node_config: Mapping[str, Any], config: RunConfig) -> Site:
+    """Find this client's site, run the QA gate over it and split it.
+
+    Raises:
+        SiteError: no usable labelled case is left after QA.
+    """
+    site_id, data_dir, cache_dir = _site_folder(node_config, config)
+    report = run_qa(data_dir)
+    for case_id, reason in report.rejected:
+        log.warning("%s: QA skipped case %s: %s", site_id, case_id, reason)
+    labelled = [case for case in report.valid if case.has_label]
+    if not labelled:
+        raise SiteError(
+            f"{site_id}: no labelled case in {data_dir} passed the QA gate "
+            f"({len(report.rejected)} rejected); run `segguided qa {data_dir}` for details"
+        )
+    training, validation = split_cases(labelled, config.validation_fraction, config.seed)
+    return Site(site_id, data_dir, list(training), list(validation), list(report.rejected), cache_dir)

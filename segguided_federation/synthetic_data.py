@@ -1,0 +1,22 @@
+"""The synthetic federation a run uses when no ``data-dir`` is set, generated once and shared by the server and every client."""
+
+from __future__ import annotations
+
+from segguided_federation.run_config import RunConfig
+from segguided_model.data.synthetic import SyntheticFederation, ensure_federation
+
+
+def synthetic_federation(config: RunConfig) -> SyntheticFederation:
+    """Generate the synthetic hospitals on first use and reuse them afterwards.
+
+    Safe to call from the server and every client at once: generation is locked and the
+    finished folder appears atomically.
+    """
+    return ensure_federation(
+        config.synthetic_root(),
+        sites=config.synthetic_sites,
+        cases=config.synthetic_cases_per_site,
+        val_cases=config.synthetic_validation_cases,
+        size=(config.synthetic_size,) * 3,
+        seed=config.seed,
+    )

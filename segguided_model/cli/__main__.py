@@ -1,5 +1,0 @@
-import sys
-
-from segguided_model.cli import main
-
-sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``segguided`` command line (entry point: ``segguided_tools.cli.main:main``)."""

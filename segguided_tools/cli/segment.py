@@ -1,0 +1,115 @@
+"""``segguided segment``: segment one BraTS case folder with a trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from segguided_model.checkpoint import CheckpointError, load_checkpoint
+from segguided_model.data.layouts import (
+    CASE_FOLDER_LAYOUTS,
+    MODALITIES,
+    case_from_folder,
+)
+from segguided_model.data.preprocessing import IMAGE_KEY, load_case, restore_orientation
+from segguided_model.inference import predict_volume
+from segguided_model.labels import CONVENTIONS, SUBREGIONS, get_convention
+from segguided_model.overlay import write_overlay
+from segguided_tools.cli.command_error import CommandError
+
+DEFAULT_ROI = 128
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment one case folder (BraTS 2021 or 2023 layout)",
+        description=(
+            "Segment one BraTS case folder. Writes <case-id>-seg.nii.gz on the input's voxel grid "
+            "with its affine and header, one NIfTI per attention map (NCR, ED, ET) and a PNG overlay."
+        ),
+    )
+    parser.add_argument("case_dir", type=Path, metavar="CASE_DIR")
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR")
+    parser.add_argument("--layout", choices=sorted(CASE_FOLDER_LAYOUTS), help="case-folder layout (default: detected)")
+    parser.add_argument(
+        "--labels", choices=sorted(CONVENTIONS), help="label convention of the output (default: the layout's)"
+    )
+    parser.add_argument("--roi-size", type=int, default=None, help=f"sliding-window size (default: {DEFAULT_ROI} or the volume's size)")
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--sw-batch-size", type=int, default=1)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--amp", action="store_true", help="half-precision inference (CUDA)")
+    parser.set_defaults(handler=run)
+
+
+def _roi_size(requested: int | None, shape: tuple[int, ...], divisor: int) -> tuple[int, int, int]:
+    if requested is not None:
+        if requested <= 0 or requested % divisor:
+            raise CommandError(f"--roi-size {requested} must be a positive multiple of {divisor} for this network")
+        return (requested,) * 3
+    default = max(divisor, math.ceil(DEFAULT_ROI / divisor) * divisor)
+    return tuple(min(default, math.ceil(size / divisor) * divisor) for size in shape)  # type: ignore[return-value]
+
+
+def _save(volume: np.ndarray, reference: nib.Nifti1Image, dtype: type, path: Path) -> None:
+    header = reference.header.copy()
+    header.set_data_dtype(dtype)
+    image = nib.Nifti1Image(volume.astype(dtype), reference.affine, header)
+    image.header.set_slope_inter(1, 0)
+    nib.save(image, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+    except CheckpointError as error:
+        raise CommandError(str(error)) from None
+    try:
+        record = case_from_folder(args.case_dir, layout=args.layout)
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    try:
+        item = load_case(record, with_label=False)
+    except Exception as error:  # nibabel and MONAI raise many types for unreadable files
+        raise CommandError(f"case {record.case_id}: cannot read its images: {error}") from None
+    convention = get_convention(args.labels or record.convention or "brats2023")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    image = item[IMAGE_KEY]
+    model = checkpoint.model
+    roi = _roi_size(args.roi_size, tuple(image.shape[1:]), model.size_divisor)
+    try:
+        prediction = predict_volume(
+            model, image, roi, sw_batch_size=args.sw_batch_size, overlap=args.overlap, device=device, amp=args.amp
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+    reference = nib.load(record.image_paths[MODALITIES[0]])
+    label = restore_orientation(prediction.label_map(convention)[None], image)[0].numpy()
+    if label.shape != reference.shape[:3]:
+        raise CommandError(
+            f"case {record.case_id}: prediction shape {label.shape} differs from {reference.get_filename()} {reference.shape[:3]}"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = [args.out / f"{record.case_id}-seg.nii.gz"]
+    _save(label, reference, np.uint8, written[0])
+    if prediction.attention_maps is not None:
+        maps = restore_orientation(prediction.attention_maps, image).numpy()
+        for channel, name in enumerate(SUBREGIONS):
+            path = args.out / f"{record.case_id}-attention-{name.lower()}.nii.gz"
+            _save(maps[channel], reference, np.float32, path)
+            written.append(path)
+    overlay = args.out / f"{record.case_id}-overlay.png"
+    spacing = tuple(float(s) for s in image.pixdim[:3])
+    write_overlay(overlay, image, prediction.regions, prediction.attention_maps, spacing, title=record.case_id)
+    written.append(overlay)
+    for path in written:
+        print(path)
+    return 0

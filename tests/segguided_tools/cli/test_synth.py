@@ -1,0 +1,13 @@
+"""``segguided synth``: the layout and size asked for, and a clear error for impossible settings."""
+
+from __future__ import annotations
+
+from segguided_tools.cli.main import main
+
+
+def test_cli_writes_the_requested_layout(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "fed"), "--sites", "2", "--cases", "1", "--val-cases", "1",
+                 "--layout", "brats2021", "--size", "24", "24", "16", "--seed", "2"]) == 0
+    assert (tmp_path / "fed" / "site-2" / "BraTS2021_00001" / "BraTS2021_00001_t1ce.nii.gz").is_file()
+    assert main(["synth", str(tmp_path / "fed"), "--sites", "0"]) == 2
+    assert "sites=0" in capsys.readouterr().err

@@ -1,0 +1,24 @@
+"""Central DP, the server's half: the noise scale and the accountant's ε."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segguided_federation.differential_privacy import PrivacySettings
+from server.privacy_accountant import PrivacyAccountant, add_noise
+
+
+def test_noise_has_the_requested_standard_deviation():
+    noised = add_noise([np.zeros(100_000)], std=0.3, rng=np.random.default_rng(0))[0]
+    assert noised.std() == pytest.approx(0.3, rel=0.02)
+
+
+def test_epsilon_grows_with_rounds_and_shrinks_with_more_noise():
+    low_noise = PrivacyAccountant(PrivacySettings(noise_multiplier=1.0, clipping_norm=1.0, delta=1e-5, sample_rate=1.0))
+    spent = [low_noise.spend_round() for _ in range(3)]
+    assert spent == sorted(spent) and spent[0] > 0
+    high_noise = PrivacyAccountant(PrivacySettings(4.0, 1.0, 1e-5, 1.0), rounds=3)
+    assert high_noise.epsilon() < spent[-1]
+    resumed = PrivacyAccountant(PrivacySettings(1.0, 1.0, 1e-5, 1.0), rounds=3)
+    assert resumed.epsilon() == pytest.approx(spent[-1])
