@@ -7,7 +7,14 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from segguided_model.data.preprocessing import (
+    CASE_ID_KEY,
+    IMAGE_KEY,
+    REGIONS_KEY,
+    SPACING_KEY,
+)
 from segguided_model.inference import predict_volume
+from segguided_model.labels import nest_regions
 from segguided_model.metrics import case_metrics, mean_metrics
 
 
@@ -18,12 +25,16 @@ def evaluate_volumes(
     device: torch.device,
     mixed_precision: bool = False,
 ) -> tuple[list[dict], dict[str, float]]:
-    """Predict every volume and score it against its reference regions.
+    """Predict every volume and score it against its reference regions, HD95 in mm.
+
+    The predicted regions are scored nested (``labels.nest_regions``), exactly as
+    ``segguided segment`` writes them.
 
     Args:
         model: the network to evaluate (put in eval mode here).
-        volumes: dicts with ``image`` ``(4, D, H, W)``, ``regions`` ``(3, D, H, W)`` and
-            ``case_id``, as ``data.pipeline.build_eval_dataset`` yields them.
+        volumes: dicts with ``image`` ``(4, D, H, W)``, ``regions`` ``(3, D, H, W)``,
+            ``spacing`` (mm along D, H, W) and ``case_id``, as
+            ``data.pipeline.build_eval_dataset`` yields them.
         roi_size: sliding-window size; must fit the network's stride divisor.
         device: where to run the network.
         mixed_precision: float16 autocast (CUDA only).
@@ -31,19 +42,26 @@ def evaluate_volumes(
     Returns:
         One row per case (``case-id`` plus ``dice-*`` and ``hd95-*`` per region) and the
         means over cases (``metrics.mean_metrics``).
+
+    Raises:
+        ValueError: no volumes, or a volume without ``spacing`` (names the case).
     """
     rows = []
     for volume in volumes:
+        case_id = str(volume[CASE_ID_KEY])
+        if SPACING_KEY not in volume:
+            raise ValueError(f"case {case_id}: no voxel spacing to compute HD95 in mm (expected key {SPACING_KEY!r})")
+        spacing = tuple(float(s) for s in volume[SPACING_KEY])
         prediction = predict_volume(
             model,
-            volume["image"],
+            volume[IMAGE_KEY],
             roi_size=roi_size,
             device=device,
             amp=mixed_precision,
         )
-        reference = torch.as_tensor(volume["regions"]).bool().cpu()
-        spacing = tuple(float(s) for s in volume.get("spacing", (1.0, 1.0, 1.0)))
-        rows.append({"case-id": str(volume["case_id"]), **case_metrics(prediction.regions.cpu(), reference, spacing=spacing)})
+        predicted = nest_regions(prediction.regions).cpu()
+        reference = torch.as_tensor(volume[REGIONS_KEY]).bool().cpu()
+        rows.append({"case-id": case_id, **case_metrics(predicted, reference, spacing=spacing)})
     if not rows:
         raise ValueError("no volumes to evaluate")
     return rows, mean_metrics(rows)

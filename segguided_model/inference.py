@@ -8,7 +8,12 @@ from typing import Sequence
 import torch
 from monai.inferers import sliding_window_inference
 
-from segguided_model.labels import SUBREGIONS, LabelConvention, label_map_from_regions
+from segguided_model.labels import (
+    SUBREGIONS,
+    LabelConvention,
+    label_map_from_regions,
+    nest_regions,
+)
 from segguided_model.network import SegGuidedNet
 
 
@@ -17,7 +22,8 @@ class VolumePrediction:
     """The network's prediction for one whole volume, on the input's voxel grid.
 
     Attributes:
-        regions: boolean region masks ``(3, D, H, W)`` (ET, TC, WT), probability > 0.5.
+        regions: boolean region masks ``(3, D, H, W)`` (ET, TC, WT), probability > 0.5,
+            nested ET ⊂ TC ⊂ WT (``labels.nest_regions``): what ``label_map`` writes.
         probabilities: sigmoid region probabilities ``(3, D, H, W)``.
         attention_maps: the last (full-resolution) decoder stage's attention maps
             ``(3, D, H, W)`` in [0, 1] (NCR, ED, ET); ``None`` for a network without gates.
@@ -117,4 +123,5 @@ def predict_volume(
     blended = blended[0].as_subclass(torch.Tensor) if hasattr(blended, "as_tensor") else blended[0]
     probabilities = blended[:n_regions]
     maps = blended[n_regions : n_regions + len(SUBREGIONS)] if blended.shape[0] > n_regions else None
-    return VolumePrediction(regions=probabilities > 0.5, probabilities=probabilities, attention_maps=maps)
+    regions = nest_regions(probabilities > 0.5)
+    return VolumePrediction(regions=regions, probabilities=probabilities, attention_maps=maps)

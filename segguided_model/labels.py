@@ -10,12 +10,16 @@ else in the project works on two channel stacks that do not depend on the releas
 
 Label values that belong to no tumour region (BraTS 2024's resection cavity) map to no
 sub-region: they count as background for every region.
+
+A folder of segmentations is read in one convention, declared by its owner or decided
+once from all its label values (``decide_convention``), never guessed case by case: the
+same value means enhancing tumour in BraTS 2021 and resection cavity in BraTS 2024.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -114,32 +118,110 @@ def check_labels(label: np.ndarray | torch.Tensor, convention: LabelConvention) 
         )
 
 
-def detect_convention(label_values: set[int]) -> LabelConvention:
-    """Guess the convention from the label values present in one or more segmentations.
-
-    ET=4 without 3 means BraTS 2021; 3 without 4 means BraTS 2023. Values {1, 2} alone
-    are ambiguous between releases with the same NCR/ED codes, and read as BraTS 2023.
-    Both 3 and 4 present means BraTS 2024 (4 = resection cavity). MSD cannot be told
-    apart from BraTS 2023 by values; its layout decides (see ``data.discovery``).
+def fitting_conventions(values: Iterable[int], candidates: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The conventions among ``candidates`` (default: all, in ``CONVENTIONS`` order) that define every value.
 
     Raises:
-        ValueError: when the values fit no convention.
+        ValueError: a candidate is not a known convention.
     """
-    values = set(label_values)
-    if 4 in values and 3 not in values:
-        name = "brats2021"
-    elif 4 in values:
-        name = "brats2024"
+    present = set(values)
+    names = tuple(CONVENTIONS) if candidates is None else tuple(candidates)
+    return tuple(name for name in names if present <= get_convention(name).allowed_values)
+
+
+def equivalent_conventions(name: str, values: Iterable[int]) -> frozenset[str]:
+    """Every convention that reads ``values`` exactly as ``name`` does.
+
+    Two conventions read a set of values alike when each defines every value and maps it
+    to the same sub-region (or to none): BraTS 2023 and 2024 read {0, 1, 2, 3} alike, BraTS
+    2021 and 2024 do not read 4 alike, MSD and BraTS 2023 do not read 1 and 2 alike.
+
+    Raises:
+        ValueError: ``name`` is unknown or does not define every value.
+    """
+    convention = get_convention(name)
+    present = set(values)
+    check_labels(np.array(sorted(present), dtype=np.int64), convention)
+    return frozenset(
+        other.name
+        for other in CONVENTIONS.values()
+        if present <= other.allowed_values and all(other.values[v] == convention.values[v] for v in present)
+    )
+
+
+@dataclass(frozen=True)
+class ConventionDecision:
+    """Which label convention a folder of segmentations uses, decided once for all of them.
+
+    Attributes:
+        convention: the convention's name, or ``None`` when the labels cannot decide it.
+        explanation: why, in one sentence; when undecided it names the cases that disagree.
+    """
+
+    convention: str | None
+    explanation: str
+
+
+def decide_convention(candidates: Sequence[str], values_by_case: Mapping[str, Iterable[int]]) -> ConventionDecision:
+    """Decide the one label convention of a folder from the label values of all its cases.
+
+    Never case by case: every case is read in the convention decided here, or none is.
+
+    1. No labels: the first candidate (the layout's default).
+    2. The first candidate, if every case fits it.
+    3. Otherwise the first candidate every case fits, provided at least one case can be
+       read no other way (up to conventions that read the folder's values alike): e.g. a
+       case with both 3 and 4 proves BraTS 2024, so its cavity-only cases {0, 2, 4} are
+       BraTS 2024 too, not BraTS 2021.
+    4. Otherwise undecided: the cases disagree (no convention fits all), or they all fit a
+       convention that nothing proves (BraTS 2021-like {0, 1, 2, 4} and BraTS 2023-like
+       {0, 1, 2, 3} cases fit only BraTS 2024 together, which would silently turn the
+       first ones' enhancing tumour into resection cavity).
+
+    Args:
+        candidates: convention names the folder may hold, its default first (a layout's
+            ``conventions``).
+        values_by_case: case id → the label values of its segmentation.
+
+    Raises:
+        ValueError: ``candidates`` is empty or names an unknown convention.
+    """
+    if not candidates:
+        raise ValueError("decide_convention needs at least one candidate convention")
+    default = candidates[0]
+    if not values_by_case:
+        return ConventionDecision(default, f"no segmentation to read; the layout's default {default}")
+    fits = {case: fitting_conventions(values, candidates) for case, values in sorted(values_by_case.items())}
+    common = [name for name in candidates if all(name in fit for fit in fits.values())]
+    if common and common[0] == default:
+        return ConventionDecision(default, f"every segmentation fits the layout's default {default}")
+    if common:
+        choice = common[0]
+        present: set[int] = set().union(*(set(values) for values in values_by_case.values()))
+        alike = equivalent_conventions(choice, present)
+        witness = next((case for case, fit in fits.items() if set(fit) <= alike), None)
+        if witness is not None:
+            return ConventionDecision(
+                choice, f"every segmentation fits {choice}, and case {witness} can be read no other way"
+            )
+    return ConventionDecision(None, _disagreement(fits, common))
+
+
+def _disagreement(fits: Mapping[str, tuple[str, ...]], common: Sequence[str]) -> str:
+    """Why the labels decide nothing, naming up to two cases per reading."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for case, fit in fits.items():
+        groups.setdefault(tuple(sorted(fit)), []).append(case)
+    parts = []
+    for fit, cases in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        more = f" and {len(cases) - 2} more" if len(cases) > 2 else ""
+        readings = " or ".join(fit) if fit else "no candidate convention"
+        parts.append(f"{len(cases)} case(s) read as {readings} ({', '.join(cases[:2])}{more})")
+    if common:
+        why = f"only {common[0]} fits every segmentation and no case proves it"
     else:
-        name = "brats2023"
-    convention = CONVENTIONS[name]
-    unknown = values - convention.allowed_values
-    if unknown:
-        raise ValueError(
-            f"label values {sorted(values)} fit no known convention "
-            f"(values {sorted(unknown)} are undefined in every BraTS release)"
-        )
-    return convention
+        why = "no convention fits every segmentation"
+    return f"the labels cannot decide the convention: {why}; {'; '.join(parts)}"
 
 
 def subregion_masks(label: torch.Tensor, convention: LabelConvention) -> torch.Tensor:
@@ -193,12 +275,34 @@ def region_masks(label: torch.Tensor, convention: LabelConvention) -> torch.Tens
     return regions_from_subregions(subregion_masks(label, convention))
 
 
+def nest_regions(regions: torch.Tensor) -> torch.Tensor:
+    """Enforce ET ⊂ TC ⊂ WT on predicted regions: a voxel predicted ET is also TC, one predicted TC also WT.
+
+    What ``segment`` writes and what central and federated validation score: both go
+    through this one function, so the metrics describe the label maps users get.
+
+    Args:
+        regions: boolean or {0, 1} tensor ``(3, *S)`` in ``REGIONS`` order (ET, TC, WT).
+
+    Returns:
+        Boolean tensor ``(3, *S)``, nested.
+
+    Raises:
+        ValueError: the first dimension is not the three regions.
+    """
+    if regions.ndim < 1 or regions.shape[0] != len(REGIONS):
+        raise ValueError(f"expected {len(REGIONS)} region channels (ET, TC, WT) first, got shape {tuple(regions.shape)}")
+    enhancing = regions[0].bool()
+    core = regions[1].bool() | enhancing
+    whole = regions[2].bool() | core
+    return torch.stack([enhancing, core, whole])
+
+
 def label_map_from_regions(regions: torch.Tensor, convention: LabelConvention) -> torch.Tensor:
     """Write predicted regions back as a label map in ``convention``.
 
-    The nesting ET ⊂ TC ⊂ WT is enforced first (a voxel predicted ET is also TC and WT),
-    then ET voxels get the ET label, TC-but-not-ET the NCR label and WT-but-not-TC the
-    oedema label.
+    The regions are nested first (``nest_regions``), then ET voxels get the ET label,
+    TC-but-not-ET the NCR label and WT-but-not-TC the oedema label.
 
     Args:
         regions: boolean or {0, 1} tensor ``(3, *S)`` in ``REGIONS`` order.
@@ -207,11 +311,7 @@ def label_map_from_regions(regions: torch.Tensor, convention: LabelConvention) -
     Returns:
         ``torch.uint8`` label map ``(*S)``.
     """
-    if regions.shape[0] != len(REGIONS):
-        raise ValueError(f"expected {len(REGIONS)} region channels (ET, TC, WT), got {regions.shape[0]}")
-    enhancing = regions[0].bool()
-    core = regions[1].bool() | enhancing
-    whole = regions[2].bool() | core
+    enhancing, core, whole = nest_regions(regions)
     label = torch.zeros(regions.shape[1:], dtype=torch.uint8, device=regions.device)
     label[whole] = convention.value_of("ED")
     label[core] = convention.value_of("NCR")

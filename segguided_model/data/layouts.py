@@ -1,8 +1,9 @@
 """On-disk dataset layouts (BraTS 2021, BraTS 2023+, MSD Task01) and the case record they yield.
 
-A layout says where a case's modality files and segmentation live. Every layout is
-reduced to a ``CaseRecord`` whose images are listed in the canonical modality order
-``MODALITIES`` (T1, T1c, T2, FLAIR), which is the network's input channel order.
+A layout says how a case's modality files and segmentation are named (``.nii.gz`` or
+``.nii``) and which label conventions its sites may hold; ``data.discovery`` finds the
+cases. Every layout is reduced to a ``CaseRecord`` whose images are listed in the
+canonical modality order ``MODALITIES`` (T1, T1c, T2, FLAIR), the network's input channels.
 """
 
 from __future__ import annotations
@@ -11,36 +12,69 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from segguided_model.data.entries import nifti_stem
+
 MODALITIES: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
 """Canonical modality order: the network's input channels."""
+
+
+LABEL_ROLE = "label"
+"""The role of a case's segmentation file, beside the modalities' roles (``MODALITIES``)."""
 
 
 @dataclass(frozen=True)
 class CaseLayout:
     """File naming of one per-modality case-folder layout.
 
+    A file is named ``<case-id><separator><suffix>`` plus ``.nii.gz`` or ``.nii``.
+
     Attributes:
         name: identifier used on the command line and in site configs.
-        modality_suffixes: canonical modality → file-name suffix (before ``.nii.gz``).
+        modality_suffixes: canonical modality → file-name suffix (before the NIfTI ending).
         label_suffix: suffix of the segmentation file.
-        default_convention: the label convention this release uses.
+        conventions: the label conventions a site in this layout may hold, its release's
+            own first (the default); ``labels.decide_convention`` picks among them.
         separator: what joins the case id and the suffix in a file name.
     """
 
     name: str
     modality_suffixes: Mapping[str, str]
     label_suffix: str
-    default_convention: str
+    conventions: tuple[str, ...]
     separator: str
 
+    @property
+    def default_convention(self) -> str:
+        """The label convention this release uses."""
+        return self.conventions[0]
+
+    def suffix_of(self, role: str) -> str:
+        """The file-name suffix of a modality or of ``LABEL_ROLE``."""
+        return self.label_suffix if role == LABEL_ROLE else self.modality_suffixes[role]
+
+    def file_name(self, case_id: str, role: str, ending: str = ".nii.gz") -> str:
+        """The name of one file of a case, e.g. ``BraTS2021_00001_t1ce.nii.gz``."""
+        return f"{case_id}{self.separator}{self.suffix_of(role)}{ending}"
+
+    def role_of(self, case_id: str, file_name: str) -> str | None:
+        """Which file of case ``case_id`` a file named ``file_name`` is (a modality or ``LABEL_ROLE``), if any."""
+        stem = nifti_stem(file_name)
+        prefix = f"{case_id}{self.separator}"
+        if stem is None or not stem.startswith(prefix):
+            return None
+        suffix = stem[len(prefix) :]
+        for role in (*MODALITIES, LABEL_ROLE):
+            if self.suffix_of(role) == suffix:
+                return role
+        return None
+
     def modality_path(self, case_dir: Path, modality: str) -> Path:
-        return self._file(case_dir, self.modality_suffixes[modality])
+        """Where a writer puts a modality file (``.nii.gz``)."""
+        return case_dir / self.file_name(case_dir.name, modality)
 
     def label_path(self, case_dir: Path) -> Path:
-        return self._file(case_dir, self.label_suffix)
-
-    def _file(self, case_dir: Path, suffix: str) -> Path:
-        return case_dir / f"{case_dir.name}{self.separator}{suffix}.nii.gz"
+        """Where a writer puts the segmentation (``.nii.gz``)."""
+        return case_dir / self.file_name(case_dir.name, LABEL_ROLE)
 
 
 CASE_FOLDER_LAYOUTS: Mapping[str, CaseLayout] = {
@@ -50,19 +84,24 @@ CASE_FOLDER_LAYOUTS: Mapping[str, CaseLayout] = {
             "brats2021",
             {"t1": "t1", "t1c": "t1ce", "t2": "t2", "flair": "flair"},
             "seg",
-            "brats2021",
+            ("brats2021", "brats2023", "brats2024"),
             "_",
         ),
         CaseLayout(
             "brats2023",
             {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "flair": "t2f"},
             "seg",
-            "brats2023",
+            # BraTS 2024 post-treatment kept the 2023 naming.
+            ("brats2023", "brats2024", "brats2021"),
             "-",
         ),
     )
 }
 """Layouts with one folder per case and one file per modality."""
+
+FLAT_FILE_CONVENTIONS: tuple[str, ...] = ("brats2021", "brats2023", "brats2024")
+"""Label conventions a folder of loose segmentation files (``<case-id>.nii.gz``) may hold,
+the default first; MSD labels cannot be told from BraTS 2023 by their values and must be declared."""
 
 MSD_CHANNEL_ORDER: tuple[str, ...] = ("flair", "t1", "t1c", "t2")
 """Modality of each channel of an MSD Task01 4D image (FLAIR, T1w, T1gd, T2w)."""
@@ -78,7 +117,7 @@ class FolderPairLayout:
         labels_folder: folder of their segmentations, same file names (``labelsTr``).
         unlabelled_folder: folder of images without segmentations (``imagesTs``).
         channel_order: modality of each channel of the 4D image.
-        default_convention: the label convention this release uses.
+        conventions: the label conventions a site in this layout may hold (MSD's only).
     """
 
     name: str
@@ -86,10 +125,15 @@ class FolderPairLayout:
     labels_folder: str
     unlabelled_folder: str
     channel_order: tuple[str, ...]
-    default_convention: str
+    conventions: tuple[str, ...]
+
+    @property
+    def default_convention(self) -> str:
+        """The label convention this release uses."""
+        return self.conventions[0]
 
 
-MSD_LAYOUT = FolderPairLayout("msd", "imagesTr", "labelsTr", "imagesTs", MSD_CHANNEL_ORDER, "msd")
+MSD_LAYOUT = FolderPairLayout("msd", "imagesTr", "labelsTr", "imagesTs", MSD_CHANNEL_ORDER, ("msd",))
 """Medical Segmentation Decathlon Task01 (BrainTumour)."""
 
 LAYOUT_NAMES: tuple[str, ...] = ("brats2021", "brats2023", MSD_LAYOUT.name)
@@ -123,70 +167,14 @@ class CaseRecord:
         return self.label_path is not None
 
 
-def case_from_folder(case_dir: Path, layout: str | None = None) -> CaseRecord:
-    """Read one BraTS case folder (2021 or 2023+ naming) into a ``CaseRecord``.
-
-    Args:
-        case_dir: folder named after the case, holding its modality files.
-        layout: ``"brats2021"`` or ``"brats2023"``; detected from the file names if ``None``.
+def layout_conventions(layout: str) -> tuple[str, ...]:
+    """The candidate label conventions of a layout named on the command line, its default first.
 
     Raises:
-        FileNotFoundError: the folder does not exist, or a modality file is missing
-            (the message names the file).
-        ValueError: the folder matches no known layout.
+        ValueError: ``layout`` is not in ``LAYOUT_NAMES``.
     """
-    case_dir = Path(case_dir)
-    if not case_dir.is_dir():
-        raise FileNotFoundError(f"case folder {case_dir} does not exist")
-    candidates = [CASE_FOLDER_LAYOUTS[layout]] if layout else list(CASE_FOLDER_LAYOUTS.values())
-    best = max(
-        candidates,
-        key=lambda candidate: sum(
-            candidate.modality_path(case_dir, modality).exists() for modality in MODALITIES
-        ),
-    )
-    present = {m: best.modality_path(case_dir, m) for m in MODALITIES}
-    if layout is None and not any(path.exists() for path in present.values()):
-        raise ValueError(
-            f"{case_dir} matches no known case layout: expected files like "
-            f"{case_dir.name}_t1.nii.gz (BraTS 2021) or {case_dir.name}-t1n.nii.gz (BraTS 2023)"
-        )
-    missing = [path for path in present.values() if not path.exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"case {case_dir.name}: missing modality file {missing[0].name} in {case_dir}"
-        )
-    label = best.label_path(case_dir)
-    return CaseRecord(
-        case_id=case_dir.name,
-        image_paths=present,
-        label_path=label if label.exists() else None,
-        layout=best.name,
-        convention=best.default_convention,
-    )
-
-
-def case_from_msd_image(image_path: Path, labels_dir: Path | None) -> CaseRecord:
-    """Read one MSD Task01 4D image (and its label in ``labels_dir``, if any) into a ``CaseRecord``.
-
-    Args:
-        image_path: ``imagesTr/BRATS_001.nii.gz`` or ``imagesTs/...``; a 4D
-            ``(H, W, D, 4)`` volume whose channels follow ``MSD_CHANNEL_ORDER``.
-        labels_dir: folder holding the segmentation under the same file name, or
-            ``None`` for unlabelled images.
-
-    Raises:
-        FileNotFoundError: the image does not exist (the message names it).
-    """
-    image_path = Path(image_path)
-    if not image_path.is_file():
-        raise FileNotFoundError(f"MSD image {image_path} does not exist")
-    label = Path(labels_dir) / image_path.name if labels_dir is not None else None
-    return CaseRecord(
-        case_id=image_path.name.removesuffix(".nii.gz").removesuffix(".nii"),
-        image_paths={modality: image_path for modality in MODALITIES},
-        label_path=label if label is not None and label.is_file() else None,
-        layout=MSD_LAYOUT.name,
-        convention=MSD_LAYOUT.default_convention,
-        channel_order=MSD_LAYOUT.channel_order,
-    )
+    if layout == MSD_LAYOUT.name:
+        return MSD_LAYOUT.conventions
+    if layout not in CASE_FOLDER_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {list(LAYOUT_NAMES)}")
+    return CASE_FOLDER_LAYOUTS[layout].conventions

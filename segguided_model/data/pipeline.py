@@ -32,6 +32,7 @@ from segguided_model.data.preprocessing import (
     CASE_ID_KEY,
     IMAGE_KEY,
     REGIONS_KEY,
+    SPACING_KEY,
     SUBREGIONS_KEY,
     case_to_item,
     deterministic_transforms,
@@ -49,8 +50,8 @@ INTENSITY_SHIFT: float = 0.1
 INTENSITY_PROBABILITY: float = 0.5
 FLIP_PROBABILITY: float = 0.5
 
-CACHE_VERSION = 1
-"""Bump when the cached (deterministic) transforms change."""
+CACHE_VERSION = 2
+"""Bump when the cached (deterministic) transforms change (2: files read by ``volume_file``)."""
 
 
 class Contiguousd(MapTransform):
@@ -198,12 +199,13 @@ def build_eval_dataset(cases: Sequence[CaseRecord]) -> Dataset:
 
     Returns:
         A ``Dataset`` of dicts with ``"image"`` ``(4, D, H, W)``, ``"regions"`` and
-        ``"subregions"`` ``(3, D, H, W)`` (MetaTensors, RAS, not cropped or padded) and
-        ``"case_id"``.
+        ``"subregions"`` ``(3, D, H, W)`` (MetaTensors, RAS, not cropped or padded),
+        ``"spacing"`` (mm along D, H, W of that RAS grid, for HD95) and ``"case_id"``.
 
     Raises:
         ValueError: no cases, or a case without segmentation.
     """
     items = _labelled_items(cases, "evaluation")
-    transform = Compose([*deterministic_transforms(with_label=True), SelectItemsd(keys=[*VOLUME_KEYS, CASE_ID_KEY])])
+    keys = [*VOLUME_KEYS, SPACING_KEY, CASE_ID_KEY]
+    transform = Compose([*deterministic_transforms(with_label=True), SelectItemsd(keys=keys)])
     return Dataset(data=items, transform=transform)

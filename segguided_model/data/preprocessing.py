@@ -8,11 +8,14 @@ turn into::
     label       (1, D, H, W) int16 MetaTensor in the case's label convention (with labels)
     regions     (3, D, H, W) float32, ET/TC/WT (with labels)
     subregions  (3, D, H, W) float32, NCR/ED/ET (with labels)
-    convention  name of the label convention (detected from the label if unknown)
+    spacing     voxel size in mm along D, H, W of the RAS grid, from the file's affine
+    convention  name of the label convention (required with labels: from the QA gate)
     case_id     the case's identifier
 
-Nothing is resampled: the voxel grid only changes by the axis flips and permutations of
-the reorientation to RAS, which ``restore_orientation`` undoes exactly.
+Files are read by ``data.volume_file.read_volume``, the reader the QA gate uses, so both
+accept the same files (``.nii``, 4D singletons). Nothing is resampled: the voxel grid only
+changes by the axis flips and permutations of the reorientation to RAS, which
+``restore_orientation`` undoes exactly.
 """
 
 from __future__ import annotations
@@ -26,8 +29,6 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
-    EnsureChannelFirstd,
-    LoadImaged,
     MapTransform,
     NormalizeIntensityd,
     Orientation,
@@ -35,8 +36,8 @@ from monai.transforms import (
 )
 
 from segguided_model.data.layouts import MODALITIES, CaseRecord
+from segguided_model.data.volume_file import read_label_map, read_volume, spacing_of
 from segguided_model.labels import (
-    detect_convention,
     get_convention,
     regions_from_subregions,
     subregion_masks,
@@ -49,6 +50,7 @@ SUBREGIONS_KEY = "subregions"
 CONVENTION_KEY = "convention"
 CASE_ID_KEY = "case_id"
 CHANNEL_ORDER_KEY = "channel_order"
+SPACING_KEY = "spacing"
 
 _AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 """Axis-code letters for MONAI's Orientation (NIfTI world space is RAS)."""
@@ -60,7 +62,7 @@ def case_to_item(record: CaseRecord) -> dict[str, Any]:
     One key per modality in ``MODALITIES`` pointing at its file or, for 4D MSD images
     (``record.channel_order`` non-empty), ``"image"`` pointing at the 4D file and
     ``"channel_order"`` saying which channel holds which modality. ``"label"`` only when
-    the record has one; ``"convention"`` may be ``None`` (then detected from the label).
+    the record has one; ``"convention"`` may be ``None`` only for a case read without it.
 
     Raises:
         ValueError: the record lacks a modality or names several 4D files.
@@ -83,6 +85,62 @@ def case_to_item(record: CaseRecord) -> dict[str, Any]:
     if record.label_path is not None:
         item[LABEL_KEY] = str(record.label_path)
     return item
+
+
+class LoadVolumed(MapTransform):
+    """Read the items' NIfTI files with ``volume_file.read_volume`` into channel-first MetaTensors.
+
+    Modality keys and ``"label"`` become ``(1, X, Y, Z)`` (a 4D singleton file is read as
+    3D); ``"image"`` with a ``"channel_order"`` becomes ``(C, X, Y, Z)``. Images are float32,
+    the label int16 (``read_label_map``: non-integer labels are refused). The metadata holds
+    what the later transforms need: ``affine`` and ``original_affine`` (the file's),
+    ``spatial_shape`` and ``filename_or_obj``.
+
+    Raises:
+        FileNotFoundError, volume_file.VolumeFileError: a file is missing or unreadable
+            (the message names it).
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(keys=keys, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        item = dict(data)
+        for key in self.key_iterator(item):
+            path = item[key]
+            if key == LABEL_KEY:
+                volume, array, _ = read_label_map(path)
+            else:
+                channels = len(item[CHANNEL_ORDER_KEY]) if key == IMAGE_KEY and item.get(CHANNEL_ORDER_KEY) else 1
+                volume = read_volume(path, channels=channels)
+                array = volume.data.astype(np.float32, copy=False)
+            channel_first = np.moveaxis(array, -1, 0) if array.ndim == 4 else array[None]
+            affine = torch.as_tensor(volume.grid.affine, dtype=torch.float64)
+            meta = {
+                "affine": affine,
+                "original_affine": volume.grid.affine,
+                "spatial_shape": np.asarray(volume.grid.shape),
+                "filename_or_obj": str(path),
+                "space": "RAS",
+            }
+            item[key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(channel_first)), meta=meta)
+        return item
+
+
+class RecordSpacingd(MapTransform):
+    """Write the voxel spacing of ``"image"`` (mm along its D, H, W, from its affine) to ``"spacing"``.
+
+    Placed after the reorientation to RAS, it is the spacing of the grid that validation
+    scores on, which HD95 needs in mm.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(keys=[IMAGE_KEY])
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        item = dict(data)
+        item[SPACING_KEY] = spacing_of(np.asarray(item[IMAGE_KEY].affine, dtype=np.float64))
+        return item
 
 
 class StackModalitiesd(MapTransform):
@@ -127,13 +185,13 @@ class StackModalitiesd(MapTransform):
 class LabelToRegionsd(MapTransform):
     """Turn ``"label"`` into ``"regions"`` (ET, TC, WT) and ``"subregions"`` (NCR, ED, ET).
 
-    Uses the item's ``"convention"``; when it is ``None`` the convention is detected from
-    the label values (``labels.detect_convention``) and written back to the item. Both
-    outputs are float32 MetaTensors ``(3, D, H, W)`` sharing the label's metadata.
+    Uses the item's ``"convention"``, which the QA gate (or a declared convention) sets
+    once for the whole site; a label is never read in a convention guessed from its own
+    values. Both outputs are float32 MetaTensors ``(3, D, H, W)`` sharing the label's metadata.
 
     Raises:
-        ValueError: the label holds values its convention does not define (names the
-            case, the values and the convention).
+        ValueError: the item has no convention, or the label holds values its convention
+            does not define (names the case, the values and the convention).
     """
 
     def __init__(self) -> None:
@@ -144,15 +202,17 @@ class LabelToRegionsd(MapTransform):
         label = item[LABEL_KEY]
         plain = torch.as_tensor(label).as_subclass(torch.Tensor).long()
         name = item.get(CONVENTION_KEY)
-        try:
-            convention = (
-                get_convention(name)
-                if name
-                else detect_convention({int(v) for v in torch.unique(plain).tolist()})
+        case = item.get(CASE_ID_KEY, "?")
+        if not name:
+            raise ValueError(
+                f"case {case}: its segmentation has no label convention; run the QA gate (data.qa.run_qa) "
+                "over its site or declare the convention"
             )
+        try:
+            convention = get_convention(name)
             subregions = subregion_masks(plain, convention)
         except ValueError as error:
-            raise ValueError(f"case {item.get(CASE_ID_KEY, '?')}: {error}") from None
+            raise ValueError(f"case {case}: {error}") from None
         meta = label.meta if isinstance(label, MetaTensor) else {}
         item[CONVENTION_KEY] = convention.name
         item[SUBREGIONS_KEY] = MetaTensor(subregions.float(), meta=dict(meta))
@@ -163,28 +223,17 @@ class LabelToRegionsd(MapTransform):
 def deterministic_transforms(with_label: bool) -> list[MapTransform]:
     """The deterministic MONAI dict transforms from file paths to network-ready tensors.
 
-    Load (nibabel), channel first, stack the modalities into ``"image"`` ``(4, D, H, W)``
-    float32, reorient to RAS, z-score each channel over its non-zero voxels; with
-    ``with_label`` also load ``"label"`` (int16), reorient it alike and derive
-    ``"regions"`` and ``"subregions"``. Training appends its crops and augmentations.
+    Read (``LoadVolumed``), stack the modalities into ``"image"`` ``(4, D, H, W)``
+    float32, reorient to RAS, record the RAS ``"spacing"``, z-score each channel over its
+    non-zero voxels; with ``with_label`` also read ``"label"`` (int16), reorient it alike
+    and derive ``"regions"`` and ``"subregions"``. Training appends its crops and augmentations.
     """
-    image_keys = [*MODALITIES, IMAGE_KEY]
+    oriented = [IMAGE_KEY, LABEL_KEY] if with_label else [IMAGE_KEY]
     transforms: list[MapTransform] = [
-        LoadImaged(
-            keys=image_keys, reader="NibabelReader", image_only=True, dtype=np.float32, allow_missing_keys=True
-        ),
-        EnsureChannelFirstd(keys=image_keys, allow_missing_keys=True),
+        LoadVolumed(keys=[*MODALITIES, *oriented]),
         StackModalitiesd(),
-    ]
-    oriented = [IMAGE_KEY]
-    if with_label:
-        transforms += [
-            LoadImaged(keys=LABEL_KEY, reader="NibabelReader", image_only=True, dtype=np.int16),
-            EnsureChannelFirstd(keys=LABEL_KEY),
-        ]
-        oriented.append(LABEL_KEY)
-    transforms += [
         Orientationd(keys=oriented, axcodes="RAS", labels=_AXIS_LABELS),
+        RecordSpacingd(),
         NormalizeIntensityd(keys=IMAGE_KEY, nonzero=True, channel_wise=True),
     ]
     if with_label:

@@ -1,10 +1,13 @@
 """The QA gate: check every case of a site before training, reject bad ones by name.
 
-Each case is read once, file by file, and stops at its first problem; the reason codes
-in ``REASONS`` are the only vocabulary a rejection uses. The site's label convention is
-forced by the caller or decided by a vote of the cases whose labels tell releases apart
-(ET = 4 without 3 is BraTS 2021, 3 is BraTS 2023, 3 and 4 is BraTS 2024); a case whose
-labels do not fit the site's convention is rejected, never re-interpreted.
+Each case is read once, file by file (``data.volume_file``, the project's one reader),
+and stops at its first problem; the reason codes in ``REASONS`` are the only vocabulary a
+rejection uses. The site's label convention is declared by the caller (a site's
+``label-convention``, the server's ``server-validation-convention``, ``segguided qa
+--convention``) or decided once from all the site's labels (``labels.decide_convention``):
+a case whose labels do not fit the declared convention is rejected, never re-interpreted,
+and when undeclared labels disagree every labelled case is rejected until the site
+declares its convention, rather than guessed case by case.
 
 ``QAReport.summary()`` is the only part meant to leave the site: counts, reason codes
 and case ids, never paths, image statistics or the free-text details.
@@ -18,33 +21,44 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, NamedTuple
 
-import nibabel as nib
 import numpy as np
 
-from segguided_model.data.discovery import StrayEntry, discover_cases
-from segguided_model.data.layouts import (
-    CASE_FOLDER_LAYOUTS,
-    MODALITIES,
-    MSD_LAYOUT,
-    CaseRecord,
+from segguided_model.data.discovery import (
+    DISCOVERY_FAILURES,
+    DiscoveryResult,
+    StrayEntry,
+    discover_case_folder,
+    discover_cases,
 )
-from segguided_model.labels import CONVENTIONS, detect_convention, get_convention
+from segguided_model.data.layouts import MODALITIES, CaseRecord, layout_conventions
+from segguided_model.data.volume_file import (
+    READ_FAILURES,
+    Grid,
+    VolumeFile,
+    VolumeFileError,
+    read_label_map,
+    read_volume,
+)
+from segguided_model.labels import (
+    decide_convention,
+    fitting_conventions,
+    get_convention,
+)
 
 REASONS: Mapping[str, str] = {
-    "missing-modality": "a modality file is missing",
-    "empty-file": "a file has zero bytes",
-    "corrupt-file": "a file is not a readable (gzipped) NIfTI image",
-    "truncated-file": "a file ends before all its voxels",
-    "unsupported-dtype": "an image or label is stored with an unsupported data type",
+    **DISCOVERY_FAILURES,
+    **READ_FAILURES,
     "shape-mismatch": "modalities and segmentation do not share one shape",
     "affine-mismatch": "modalities and segmentation do not share one affine",
     "implausible-spacing": "the voxel spacing is outside the plausible range",
     "non-finite-intensity": "an image holds NaN or infinite values",
-    "empty-brain": "a modality has (almost) no non-zero voxels or is constant",
-    "invalid-labels": "the segmentation holds values that fit no label convention",
+    "empty-brain": "a modality has (almost) no non-zero voxels",
+    "constant-intensity": "a modality holds one non-zero value in every voxel",
     "label-convention-mismatch": "the segmentation's values do not fit the site's label convention",
+    "label-convention-undecided": "the site's segmentations disagree on the label convention; declare it",
 }
-"""Every reason a case can be rejected for, code → description."""
+"""Every reason a case can be rejected for, code → description. Failures of discovery and of
+reading a file are declared next to the code that detects them and gathered here."""
 
 SPACING_RANGE_MM: tuple[float, float] = (0.1, 12.0)
 """Plausible voxel spacing; wide enough for thick clinical slices and small synthetic volumes."""
@@ -52,10 +66,10 @@ SPACING_RANGE_MM: tuple[float, float] = (0.1, 12.0)
 MIN_BRAIN_FRACTION: float = 0.001
 """Least fraction of non-zero voxels each modality of a skull-stripped case must have."""
 
-AFFINE_TOLERANCE: float = 1e-3
-"""Largest difference (mm) between the affines of one case's files."""
-
-_IMAGE_KINDS = frozenset("iuf")  # signed/unsigned integers and reals; no bool, complex or RGB
+DECLARE_HINT = (
+    "declare the site's label convention (site config label-convention, run config "
+    "server-validation-convention, segguided qa --convention)"
+)
 
 
 class Rejection(NamedTuple):
@@ -72,7 +86,10 @@ class QAReport:
     Attributes:
         site_dir: the folder checked.
         layout: the site's layout, or ``None`` when no case was found.
-        convention: the label convention the valid cases use.
+        convention: the label convention the valid cases use; ``None`` when undeclared
+            labels could not decide it.
+        convention_reason: how the convention was decided (declared, or why the labels
+            decide it or cannot); stays on site.
         valid: cases that passed, with ``convention`` set to the site's; labelled and
             inference-only alike.
         rejected: cases that failed, each with one reason code.
@@ -87,6 +104,7 @@ class QAReport:
     rejected: list[Rejection] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
     strays: list[StrayEntry] = field(default_factory=list)
+    convention_reason: str = ""
 
     @property
     def trainable(self) -> list[CaseRecord]:
@@ -113,6 +131,7 @@ class QAReport:
         document = self.summary()
         if include_details:
             document["site-dir"] = str(self.site_dir)
+            document["convention-reason"] = self.convention_reason
             document["details"] = dict(self.details)
             document["strays"] = [{"name": s.name, "reason": s.reason} for s in self.strays]
         return json.dumps(document, indent=2)
@@ -120,9 +139,12 @@ class QAReport:
     def format_table(self) -> str:
         """A human-readable report for the terminal."""
         lines = [
-            f"site {self.site_dir}: layout {self.layout or '-'}, convention {self.convention or '-'}",
-            f"{len(self.valid)} valid case(s) ({len(self.trainable)} with segmentation), "
-            f"{len(self.rejected)} rejected, {len(self.strays)} stray entr{'y' if len(self.strays) == 1 else 'ies'}",
+            f"site {self.site_dir}: layout {self.layout or '-'}, convention {self.convention or '-'}"
+            + (f" ({self.convention_reason})" if self.convention_reason else ""),
+            (
+                f"{len(self.valid)} valid case(s) ({len(self.trainable)} with segmentation), "
+                f"{len(self.rejected)} rejected, {len(self.strays)} stray entr{'y' if len(self.strays) == 1 else 'ies'}"
+            ),
         ]
         if self.rejected:
             width = max(len("case"), *(len(r.case_id) for r in self.rejected))
@@ -145,13 +167,14 @@ class _CaseProblem(Exception):
         self.detail = detail
 
 
-def run_qa(site_dir: Path | str, layout: str | None = None, convention: str | None = None) -> QAReport:
+def run_qa(site_dir: Path | str, *, layout: str | None = None, convention: str | None = None) -> QAReport:
     """Check every case in ``site_dir`` and sort them into valid and rejected.
 
     Args:
         site_dir: the site's data folder.
         layout: force the layout (``"brats2021"``, ``"brats2023"``, ``"msd"``).
-        convention: force the label convention; otherwise decided from the labels.
+        convention: declare the label convention; otherwise decided once from all the
+            site's labels (``labels.decide_convention``).
 
     Returns:
         A ``QAReport``. Bad cases are rejected with a reason, never raised.
@@ -160,157 +183,162 @@ def run_qa(site_dir: Path | str, layout: str | None = None, convention: str | No
         FileNotFoundError: ``site_dir`` does not exist.
         ValueError: ``layout`` or ``convention`` is unknown.
     """
-    found = discover_cases(site_dir, layout=layout, convention=convention)
+    return _gate(discover_cases(site_dir, layout=layout, convention=convention), convention)
+
+
+def qa_case_folder(case_dir: Path | str, *, layout: str | None = None, convention: str | None = None) -> QAReport:
+    """The QA gate on one case folder alone (what ``segguided segment`` checks before it reads a case).
+
+    Args:
+        case_dir: a BraTS case folder.
+        layout: force ``"brats2021"`` or ``"brats2023"``.
+        convention: declare the case's label convention; otherwise decided from its labels.
+
+    Returns:
+        A ``QAReport`` with the case valid or rejected, or neither (a stray) when the
+        folder's files match no layout.
+
+    Raises:
+        FileNotFoundError: ``case_dir`` does not exist.
+        ValueError: ``layout`` or ``convention`` is unknown.
+    """
+    return _gate(discover_case_folder(case_dir, layout=layout, convention=convention), convention)
+
+
+class _CaseProblem(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _gate(found: DiscoveryResult, declared: str | None) -> QAReport:
     report = QAReport(site_dir=found.site_dir, layout=found.layout, convention=found.convention, strays=found.strays)
     for case in found.broken:
-        report.rejected.append(Rejection(case.case_id, case.reason))
-        report.details[case.case_id] = case.detail
-
-    label_values: dict[str, set[int]] = {}
+        _reject(report, case.case_id, case.reason, case.detail)
+    label_values: dict[str, frozenset[int]] = {}
     readable: list[CaseRecord] = []
     for case in found.cases:
         try:
             values = _check_case(case)
         except _CaseProblem as problem:
-            report.rejected.append(Rejection(case.case_id, problem.reason))
-            report.details[case.case_id] = problem.detail
+            _reject(report, case.case_id, problem.reason, problem.detail)
             continue
         readable.append(case)
         if values is not None:
             label_values[case.case_id] = values
 
-    site_convention = convention or _vote_convention(found.layout, label_values.values())
-    report.convention = site_convention
-    allowed = get_convention(site_convention).allowed_values if site_convention else frozenset()
+    if declared is not None:
+        report.convention, report.convention_reason = declared, "declared"
+    elif found.layout is not None:
+        candidates = layout_conventions(found.layout)
+        fitting = {case: values for case, values in label_values.items() if fitting_conventions(values, candidates)}
+        decision = decide_convention(candidates, fitting)
+        report.convention, report.convention_reason = decision.convention, decision.explanation
     for case in readable:
         values = label_values.get(case.case_id)
-        if values is not None and not values <= allowed:
-            report.rejected.append(Rejection(case.case_id, "label-convention-mismatch"))
-            report.details[case.case_id] = _mismatch_detail(case, values, site_convention)
-            continue
-        report.valid.append(replace(case, convention=site_convention))
+        if values is not None and report.convention is None:
+            _reject(report, case.case_id, "label-convention-undecided", f"{report.convention_reason}; {DECLARE_HINT}")
+        elif values is not None and not values <= get_convention(report.convention).allowed_values:
+            _reject(report, case.case_id, "label-convention-mismatch", _mismatch_detail(case, values, report))
+        else:
+            report.valid.append(replace(case, convention=report.convention))
     report.rejected.sort(key=lambda rejection: rejection.case_id)
     return report
 
 
-def _vote_convention(layout: str | None, label_values) -> str | None:
-    """The site's convention: the most common one among cases whose labels tell releases apart."""
-    if layout is None:
-        return None
-    if layout == MSD_LAYOUT.name:
-        return MSD_LAYOUT.default_convention
-    default = CASE_FOLDER_LAYOUTS[layout].default_convention
-    votes = Counter(detect_convention(values).name for values in label_values if values & {3, 4})
-    if not votes:
-        return default
-    ranked = sorted(votes.items(), key=lambda item: (-item[1], item[0] != default))
-    return ranked[0][0]
+def _reject(report: QAReport, case_id: str, reason: str, detail: str) -> None:
+    report.rejected.append(Rejection(case_id, reason))
+    report.details[case_id] = detail
 
 
-def _mismatch_detail(case: CaseRecord, values: set[int], convention: str) -> str:
-    allowed = get_convention(convention).allowed_values
-    try:
-        looks_like = f"; they look like {detect_convention(values).name}"
-    except ValueError:
-        looks_like = ""
+def _mismatch_detail(case: CaseRecord, values: frozenset[int], report: QAReport) -> str:
+    convention = get_convention(report.convention)
+    fits = fitting_conventions(values)
+    reading = f"; they fit {', '.join(fits)}" if fits else ""
+    declared = " declared" if report.convention_reason == "declared" else ""
     return (
-        f"{case.label_path.name}: label values {sorted(values - allowed)} are not in the site's "
-        f"convention {convention} (allowed {sorted(allowed)}){looks_like}"
+        f"{case.label_path.name}: label values {sorted(values - convention.allowed_values)} are not in the site's"
+        f"{declared} convention {convention.name} (allowed {sorted(convention.allowed_values)}){reading}"
     )
 
 
-def _load(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """Read one NIfTI file fully, turning every failure into a named problem."""
-    if path.stat().st_size == 0:
-        raise _CaseProblem("empty-file", f"{path.name} has zero bytes")
+def _read(path: Path, channels: int = 1) -> VolumeFile:
+    """Read one file, turning every failure into a named problem."""
     try:
-        image = nib.load(path)
-        data = np.asanyarray(image.dataobj)
-    except EOFError as error:
-        raise _CaseProblem("truncated-file", f"{path.name} is truncated ({error})") from None
-    except Exception as error:  # nibabel, gzip and zlib raise many unrelated types
-        message = str(error).replace(str(path), path.name)
-        raise _CaseProblem("corrupt-file", f"{path.name} cannot be read: {type(error).__name__}: {message}") from None
-    return image, data
+        return read_volume(path, channels=channels)
+    except VolumeFileError as error:
+        raise _CaseProblem(error.reason, error.detail) from None
+    except FileNotFoundError:
+        raise _CaseProblem("missing-modality", f"missing file {path.name}") from None
 
 
-def _check_case(case: CaseRecord) -> set[int] | None:
+def _check_case(case: CaseRecord) -> frozenset[int] | None:
     """Run every per-case check; return the label values (``None`` without a label)."""
     four_d = bool(case.channel_order)
     image_files = [case.image_paths[MODALITIES[0]]] if four_d else [case.image_paths[m] for m in MODALITIES]
-    for path in image_files:
-        if not path.is_file():
-            raise _CaseProblem("missing-modality", f"missing file {path.name}")
-    reference_shape: tuple[int, ...] | None = None
-    reference_affine: np.ndarray | None = None
+    reference: Grid | None = None
 
-    def check_geometry(path: Path, image, spatial_shape: tuple[int, ...]) -> None:
-        nonlocal reference_shape, reference_affine
-        if reference_shape is None:
-            reference_shape, reference_affine = spatial_shape, image.affine
-            spacing = [float(z) for z in image.header.get_zooms()[:3]]
+    def check_geometry(path: Path, grid: Grid) -> None:
+        nonlocal reference
+        if reference is None:
+            reference = grid
             low, high = SPACING_RANGE_MM
-            if not all(low <= s <= high for s in spacing):
+            if not all(low <= s <= high for s in grid.spacing):
                 raise _CaseProblem(
                     "implausible-spacing",
-                    f"{path.name}: voxel spacing {spacing} mm, expected each within [{low}, {high}] mm",
+                    f"{path.name}: voxel spacing {[round(s, 4) for s in grid.spacing]} mm, "
+                    f"expected each within [{low}, {high}] mm",
                 )
-            return
-        if spatial_shape != reference_shape:
+        elif grid.shape != reference.shape:
             raise _CaseProblem(
-                "shape-mismatch",
-                f"{path.name} has shape {spatial_shape}, expected {reference_shape} like {image_files[0].name}",
+                "shape-mismatch", f"{path.name} has shape {grid.shape}, expected {reference.shape} like {image_files[0].name}"
             )
-        if not np.allclose(image.affine, reference_affine, atol=AFFINE_TOLERANCE):
-            raise _CaseProblem("affine-mismatch", f"{path.name} has a different affine than {image_files[0].name}")
+        elif not grid.matches(reference):
+            raise _CaseProblem(
+                "affine-mismatch",
+                f"{path.name} has a different affine than {image_files[0].name}: {grid.describe()} vs {reference.describe()}",
+            )
 
     for path in image_files:
-        image, data = _load(path)
-        _check_dtype(path, image, "image")
-        data = data[..., 0] if data.ndim == 4 and data.shape[3] == 1 and not four_d else data
-        expected_ndim = 4 if four_d else 3
-        if data.ndim != expected_ndim or (four_d and data.shape[3] != len(case.channel_order)):
-            expected = f"(H, W, D, {len(case.channel_order)})" if four_d else "(H, W, D)"
-            raise _CaseProblem("shape-mismatch", f"{path.name} has shape {data.shape}, expected {expected}")
-        check_geometry(path, image, data.shape[:3])
-        channels = [data[..., c] for c in range(data.shape[3])] if four_d else [data]
-        names = case.channel_order if four_d else (next(m for m in MODALITIES if case.image_paths[m] == path),)
-        for name, channel in zip(names, channels):
+        volume = _read(path, channels=len(case.channel_order) if four_d else 1)
+        check_geometry(path, volume.grid)
+        if four_d:
+            channels = zip(case.channel_order, (volume.data[..., c] for c in range(volume.data.shape[3])))
+        else:
+            channels = iter([(next(m for m in MODALITIES if case.image_paths[m] == path), volume.data)])
+        for name, channel in channels:
             _check_intensities(path, name, channel)
-        del data, channels
+        del volume
 
     if case.label_path is None:
         return None
-    image, data = _load(case.label_path)
-    _check_dtype(case.label_path, image, "segmentation")
-    data = data[..., 0] if data.ndim == 4 and data.shape[3] == 1 else data
-    if data.ndim != 3:
-        raise _CaseProblem("shape-mismatch", f"{case.label_path.name} has shape {data.shape}, expected (H, W, D)")
-    check_geometry(case.label_path, image, data.shape)
-    values = np.unique(data)
-    if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
-        raise _CaseProblem("invalid-labels", f"{case.label_path.name} holds non-integer label values")
-    values = {int(v) for v in values}
-    if not any(values <= c.allowed_values for c in CONVENTIONS.values()):
+    try:
+        label, _, values = read_label_map(case.label_path)
+    except VolumeFileError as error:
+        raise _CaseProblem(error.reason, error.detail) from None
+    check_geometry(case.label_path, label.grid)
+    if not fitting_conventions(values):
         raise _CaseProblem(
             "invalid-labels", f"{case.label_path.name}: label values {sorted(values)} fit no known convention"
         )
     return values
 
 
-def _check_dtype(path: Path, image, role: str) -> None:
-    dtype = np.dtype(image.get_data_dtype())
-    if dtype.kind not in _IMAGE_KINDS or dtype.fields is not None:
-        raise _CaseProblem(
-            "unsupported-dtype", f"{path.name}: {role} stored as {dtype}, expected an integer or real type"
-        )
-
-
 def _check_intensities(path: Path, modality: str, data: np.ndarray) -> None:
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
-        raise _CaseProblem("non-finite-intensity", f"{path.name}: {modality} holds NaN or infinite values")
+        count = int(np.count_nonzero(~np.isfinite(data)))
+        raise _CaseProblem(
+            "non-finite-intensity", f"{path.name}: {modality} holds {count} NaN or infinite voxel(s) of {data.size}"
+        )
+    low, high = data.min(), data.max()
+    if low == high and low != 0:
+        raise _CaseProblem(
+            "constant-intensity",
+            f"{path.name}: {modality} is constant, every voxel is {float(low):g}; expected an MR image",
+        )
     nonzero = np.count_nonzero(data)
-    if nonzero < MIN_BRAIN_FRACTION * data.size or data.min() == data.max():
+    if nonzero < MIN_BRAIN_FRACTION * data.size:
         raise _CaseProblem(
             "empty-brain",
             f"{path.name}: {modality} has {nonzero} non-zero voxels of {data.size}, "

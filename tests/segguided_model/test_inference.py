@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segguided_model.inference import VolumePrediction, predict_volume
-from segguided_model.labels import CONVENTIONS
+from segguided_model.labels import CONVENTIONS, nest_regions
 from segguided_model.network import SegGuidedNet
 
 torch.set_num_threads(1)
@@ -24,7 +24,7 @@ def test_prediction_covers_volumes_smaller_larger_and_not_fitting_the_strides(mo
     assert isinstance(prediction, VolumePrediction)
     assert prediction.regions.shape == prediction.probabilities.shape == prediction.attention_maps.shape == (3, *shape)
     assert prediction.regions.dtype == torch.bool
-    assert torch.equal(prediction.regions, prediction.probabilities > 0.5)
+    assert torch.equal(prediction.regions, nest_regions(prediction.probabilities > 0.5))
     assert 0 <= prediction.attention_maps.min() and prediction.attention_maps.max() <= 1
 
 
@@ -36,6 +36,14 @@ def test_single_window_matches_the_network_output(model):
         output = model(image[None])
     torch.testing.assert_close(prediction.probabilities, torch.sigmoid(output.logits[0]), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(prediction.attention_maps, output.attention_maps[-1][0], atol=1e-5, rtol=1e-4)
+
+
+def test_predicted_regions_are_nested_as_segment_writes_them(model):
+    prediction = predict_volume(model, torch.randn(4, 16, 16, 16), roi_size=16)
+    et, tc, wt = prediction.regions
+    assert bool((et <= tc).all() and (tc <= wt).all())
+    raw = prediction.probabilities > 0.5
+    assert torch.equal(prediction.regions[0], raw[0]) and torch.equal(prediction.regions[2], raw.any(0))
 
 
 def test_model_training_mode_is_restored(model):

@@ -9,9 +9,12 @@ from segguided_model.labels import (
     CONVENTIONS,
     REGIONS,
     SUBREGIONS,
-    detect_convention,
+    decide_convention,
+    equivalent_conventions,
+    fitting_conventions,
     get_convention,
     label_map_from_regions,
+    nest_regions,
     region_masks,
     subregion_masks,
 )
@@ -56,9 +59,72 @@ def test_unknown_label_values_raise_value_error_naming_values_and_convention(nam
         subregion_masks(label, CONVENTIONS[name])
 
 
-@pytest.mark.parametrize("values, expected", [({0, 1, 2, 4}, "brats2021"), ({0, 1, 2, 3}, "brats2023"), ({0, 3, 4}, "brats2024")])
-def test_convention_is_detected_from_label_values(values, expected):
-    assert detect_convention(values).name == expected
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({0, 1, 2, 4}, ("brats2021", "brats2024")),
+        ({0, 1, 2, 3}, ("brats2023", "brats2024", "msd")),
+        ({0, 1, 2, 3, 4}, ("brats2024",)),
+        ({0, 5}, ()),
+    ],
+)
+def test_fitting_conventions_are_those_that_define_every_value(values, expected):
+    assert fitting_conventions(values) == expected
+
+
+def test_equivalent_conventions_read_the_values_alike():
+    assert equivalent_conventions("brats2023", {0, 1, 2, 3}) == {"brats2023", "brats2024"}
+    assert equivalent_conventions("brats2021", {0, 1, 2, 4}) == {"brats2021"}
+    assert equivalent_conventions("brats2021", {0, 1, 2}) == {"brats2021", "brats2023", "brats2024"}
+    assert equivalent_conventions("msd", {0, 1, 2, 3}) == {"msd"}
+
+
+BRATS2023_LAYOUT = ("brats2023", "brats2024", "brats2021")
+BRATS2021_LAYOUT = ("brats2021", "brats2023", "brats2024")
+
+
+def test_cavity_only_cases_follow_a_case_that_proves_brats2024():
+    # Two post-treatment cases with a resection cavity and no enhancing tumour, one with both:
+    # a vote would read the first two as BraTS 2021 and turn the cavity into ET.
+    decision = decide_convention(BRATS2023_LAYOUT, {"a": {0, 2, 4}, "b": {0, 2, 4}, "c": {0, 1, 2, 3, 4}})
+    assert decision.convention == "brats2024" and "case c" in decision.explanation
+
+
+@pytest.mark.parametrize(
+    "candidates, values, expected",
+    [
+        (BRATS2023_LAYOUT, {"a": {0, 1, 2, 3}, "b": {0, 1, 2}}, "brats2023"),
+        (BRATS2021_LAYOUT, {"a": {0, 1, 2, 4}}, "brats2021"),
+        (BRATS2021_LAYOUT, {"a": {0, 1, 2, 3}}, "brats2023"),  # 2023 labels in 2021-named folders
+        (BRATS2021_LAYOUT, {}, "brats2021"),
+        (("msd",), {"a": {0, 1, 2, 3}}, "msd"),
+    ],
+)
+def test_decided_conventions(candidates, values, expected):
+    assert decide_convention(candidates, values).convention == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"a": {0, 1, 2, 4}, "b": {0, 1, 2, 4}, "c": {0, 1, 2, 3}},  # only brats2024 fits all, nothing proves it
+        {"a": {0, 1, 2, 4}},  # a 2023-named folder: BraTS 2021 labels, or BraTS 2024 without ET?
+    ],
+)
+def test_labels_that_disagree_or_prove_nothing_leave_the_convention_undecided(values):
+    decision = decide_convention(BRATS2023_LAYOUT, values)
+    assert decision.convention is None
+    assert "brats2021 or brats2024" in decision.explanation and "a" in decision.explanation
+
+
+def test_nest_regions_makes_et_part_of_tc_and_tc_part_of_wt():
+    regions = torch.zeros(3, 3, dtype=torch.bool)
+    regions[0, 0] = True  # ET only
+    regions[1, 1] = True  # TC only
+    regions[2, 2] = True  # WT only
+    assert nest_regions(regions).tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    with pytest.raises(ValueError, match="three|3 region"):
+        nest_regions(torch.zeros(2, 3, dtype=torch.bool))
 
 
 def test_unknown_convention_name_lists_the_known_ones():

@@ -107,3 +107,89 @@ def test_bad_arguments_name_the_value(tmp_path):
         discover_cases(tmp_path, layout="nifti")
     with pytest.raises(ValueError, match="'brats1999'"):
         discover_cases(tmp_path, convention="brats1999")
+
+
+def _case_dir(site: Path, case_id: str = "BraTS2021_00001") -> Path:
+    _write(site, case_id, "brats2021", "brats2021")
+    return site / case_id
+
+
+def _to_uncompressed(path: Path) -> Path:
+    target = path.with_name(path.name.removesuffix(".gz"))
+    nib.save(nib.load(path), target)
+    path.unlink()
+    return target
+
+
+def test_uncompressed_nii_files_are_cases_like_nii_gz(tmp_path):
+    all_nii = _case_dir(tmp_path, "BraTS2021_00001")
+    for path in sorted(all_nii.iterdir()):
+        _to_uncompressed(path)
+    mixed = _case_dir(tmp_path, "BraTS2021_00002")
+    _to_uncompressed(mixed / "BraTS2021_00002_seg.nii.gz")  # .nii segmentation beside .nii.gz images
+    found = discover_cases(tmp_path)
+    assert found.strays == [] and found.broken == []
+    first, second = found.cases
+    assert first.image_paths["t1c"].name == "BraTS2021_00001_t1ce.nii" and first.has_label
+    assert second.label_path.name == "BraTS2021_00002_seg.nii" and second.image_paths["t1"].name.endswith(".nii.gz")
+
+
+def test_dead_links_are_broken_links_naming_the_path_not_missing_or_unlabelled(tmp_path):
+    for case_id, dead in (("BraTS2021_00001", "seg"), ("BraTS2021_00002", "flair")):
+        link = _case_dir(tmp_path, case_id) / f"{case_id}_{dead}.nii.gz"
+        link.unlink()
+        link.symlink_to(tmp_path / "annex" / link.name)
+    (tmp_path / "BraTS2021_00003").symlink_to(tmp_path / "unmounted" / "BraTS2021_00003")
+    found = discover_cases(tmp_path)
+    assert found.cases == []
+    assert [(b.case_id, b.reason) for b in found.broken] == [
+        ("BraTS2021_00001", "broken-link"), ("BraTS2021_00002", "broken-link"), ("BraTS2021_00003", "broken-link"),
+    ]
+    assert f"{tmp_path}/BraTS2021_00001/BraTS2021_00001_seg.nii.gz is a broken link to {tmp_path}/annex/" in found.broken[0].detail
+    assert "unmounted" in found.broken[2].detail
+
+
+def test_a_nifti_the_layout_does_not_name_is_reported_not_passed_over(tmp_path):
+    # BraTS 2020's case 355 ships its segmentation as W39_1998.09.19_Segm.nii.
+    case = _case_dir(tmp_path, "BraTS20_Training_355")
+    (case / "BraTS20_Training_355_seg.nii.gz").rename(case / "W39_1998.09.19_Segm.nii")
+    (case / "notes.txt").write_text("reader's notes")
+    found = discover_cases(tmp_path)
+    assert found.cases == []
+    (broken,) = found.broken
+    assert broken.reason == "unrecognised-file" and "W39_1998.09.19_Segm.nii" in broken.detail
+    assert "BraTS20_Training_355_seg.nii.gz" in broken.detail  # what it expected
+    assert [s.name for s in found.strays] == ["BraTS20_Training_355/notes.txt"]
+
+
+def test_same_file_twice_is_a_duplicate(tmp_path):
+    case = _case_dir(tmp_path)
+    nib.save(nib.load(case / "BraTS2021_00001_t2.nii.gz"), case / "BraTS2021_00001_t2.nii")
+    (broken,) = discover_cases(tmp_path).broken
+    assert broken.reason == "duplicate-file" and "BraTS2021_00001_t2.nii" in broken.detail
+
+
+def test_hidden_entries_are_skipped_inside_case_folders_too(tmp_path):
+    case = _case_dir(tmp_path)
+    (case / "._BraTS2021_00001_seg.nii.gz").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (case / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    found = discover_cases(tmp_path)
+    assert [c.case_id for c in found.cases] == ["BraTS2021_00001"] and found.broken == [] and found.strays == []
+
+
+def test_msd_accepts_nii_and_reports_dead_and_unmatched_labels(tmp_path):
+    images, subregions = _case()
+    volume = np.stack([images[m] for m in MSD_CHANNEL_ORDER], axis=-1)
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    for name in ("BRATS_001", "BRATS_002"):
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "imagesTr" / f"{name}.nii")
+    nib.save(nib.Nifti1Image(label_map(subregions, "msd"), np.eye(4)), tmp_path / "labelsTr" / "BRATS_001.nii.gz")
+    (tmp_path / "labelsTr" / "BRATS_002.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    nib.save(nib.Nifti1Image(label_map(subregions, "msd"), np.eye(4)), tmp_path / "labelsTr" / "BRATS_404.nii.gz")
+    found = discover_cases(tmp_path)
+    assert [(c.case_id, c.label_path.name) for c in found.cases] == [("BRATS_001", "BRATS_001.nii.gz")]
+    assert [(b.case_id, b.reason) for b in found.broken] == [("BRATS_002", "broken-link")]
+    assert [s.name for s in found.strays] == ["labelsTr/BRATS_404.nii.gz"]

@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from segguided_model.data.layouts import (
-    MODALITIES,
-    MSD_CHANNEL_ORDER,
-    CaseRecord,
-    case_from_folder,
-)
+from segguided_model.data.discovery import case_from_folder
+from segguided_model.data.layouts import MODALITIES, MSD_CHANNEL_ORDER, CaseRecord
 from segguided_model.data.preprocessing import (
     case_to_item,
     load_case,
     restore_orientation,
 )
-from segguided_model.labels import CONVENTIONS, region_masks, subregion_masks
+from segguided_model.labels import CONVENTIONS, region_masks
 
 SHAPE = (12, 14, 10)
 # Permuted, flipped and anisotropic: axis codes (S, L, A) rather than RAS.
@@ -35,16 +31,19 @@ def tumour_label() -> np.ndarray:
     return label
 
 
-def write_brats2023_case(root: Path, affine=NON_RAS_AFFINE, label=True) -> Path:
+def write_brats2023_case(root: Path, affine=NON_RAS_AFFINE, label=True, ending=".nii.gz", four_d=False) -> Path:
     case = root / "BraTS-GLI-00001-000"
-    case.mkdir()
+    case.mkdir(parents=True)
     rng = np.random.default_rng(0)
+
+    def save(data: np.ndarray, name: str) -> None:
+        nib.save(nib.Nifti1Image(data[..., None] if four_d else data, affine), case / f"{case.name}-{name}{ending}")
+
     for index, suffix in enumerate(("t1n", "t1c", "t2w", "t2f")):
         # each modality has its own constant offset so the channel order is visible
-        volume = (rng.normal(size=SHAPE) + 10 * (index + 1)).astype(np.float32)
-        nib.save(nib.Nifti1Image(volume, affine), case / f"{case.name}-{suffix}.nii.gz")
+        save((rng.normal(size=SHAPE) + 10 * (index + 1)).astype(np.float32), suffix)
     if label:
-        nib.save(nib.Nifti1Image(tumour_label(), affine), case / f"{case.name}-seg.nii.gz")
+        save(tumour_label(), "seg")
     return case
 
 
@@ -65,6 +64,21 @@ def test_loaded_case_is_normalised_four_channel_ras_with_regions(tmp_path):
     assert item["regions"].shape == item["subregions"].shape == (3, 14, 10, 12)
     assert item["regions"].dtype == torch.float32
     assert item["regions"].sum() > 0
+
+
+def test_spacing_is_recorded_along_the_ras_axes(tmp_path):
+    # NON_RAS_AFFINE: file axes (S 2 mm, L 1 mm, A 1.5 mm) become RAS axes of 1, 1.5 and 2 mm.
+    item = load_case(case_from_folder(write_brats2023_case(tmp_path)))
+    assert item["spacing"] == pytest.approx((1.0, 1.5, 2.0))
+
+
+@pytest.mark.parametrize("ending, four_d", [(".nii", False), (".nii.gz", True), (".nii", True)])
+def test_uncompressed_and_4d_singleton_files_load_like_3d_nii_gz(tmp_path, ending, four_d):
+    plain = load_case(case_from_folder(write_brats2023_case(tmp_path / "plain")))
+    other = load_case(case_from_folder(write_brats2023_case(tmp_path / "other", ending=ending, four_d=four_d)))
+    assert other["image"].shape == plain["image"].shape == (4, 14, 10, 12)
+    assert torch.equal(other["image"], plain["image"]) and torch.equal(other["regions"], plain["regions"])
+    np.testing.assert_allclose(other["image"].affine.numpy(), plain["image"].affine.numpy())
 
 
 def test_restore_orientation_aligns_voxel_for_voxel_with_a_non_ras_input(tmp_path):
@@ -99,12 +113,10 @@ def test_msd_4d_image_is_reordered_to_canonical_modalities(tmp_path):
     assert torch.allclose(means, torch.tensor([10.0, 20.0, 30.0, 40.0]), atol=0.1)
 
 
-def test_unknown_convention_is_detected_from_the_label(tmp_path):
+def test_label_without_a_convention_is_refused_not_guessed(tmp_path):
     record = case_from_folder(write_brats2023_case(tmp_path))
-    item = load_case(CaseRecord(record.case_id, record.image_paths, record.label_path, record.layout, None))
-    assert item["convention"] == "brats2023"
-    expected = subregion_masks(torch.from_numpy(tumour_label()), CONVENTIONS["brats2023"])
-    assert torch.equal(restore_orientation(item["subregions"], item["image"]).bool(), expected)
+    with pytest.raises(ValueError, match=rf"case {record.case_id}: .*no label convention"):
+        load_case(CaseRecord(record.case_id, record.image_paths, record.label_path, record.layout, None))
 
 
 def test_label_values_outside_the_convention_raise_value_error_naming_the_case(tmp_path):

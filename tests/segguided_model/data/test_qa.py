@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from segguided_model.data.preprocessing import load_case
 from segguided_model.data.qa import REASONS, run_qa
 from segguided_model.data.synthetic import (
     draw_site_profiles,
@@ -69,6 +70,20 @@ def _break(site: Path, case_id: str, problem: str) -> None:
         _rewrite(t1c, data)
     elif problem == "empty-brain":
         _rewrite(t1c, np.zeros(SIZE, dtype=np.int16))
+    elif problem == "constant-intensity":
+        _rewrite(t1c, np.full(SIZE, 100, dtype=np.int16))
+    elif problem == "unsupported-shape":
+        data = np.asanyarray(nib.load(t1c).dataobj)
+        _rewrite(t1c, np.stack([data, data], axis=-1))
+    elif problem == "broken-link":  # FLAIR on a share that is not mounted
+        flair = _file(site, case_id, "t2f")
+        flair.unlink()
+        flair.symlink_to(site / "unmounted-share" / flair.name)
+    elif problem == "duplicate-file":  # the same modality as .nii and .nii.gz
+        nib.save(nib.load(t1c), t1c.with_name(t1c.name.removesuffix(".gz")))
+    elif problem == "unrecognised-file":  # a segmentation under a name the layout does not know
+        seg = _file(site, case_id, "seg")
+        seg.rename(seg.with_name(f"{case_id}_Segm.nii.gz"))
     elif problem == "label-convention-mismatch":  # BraTS 2021 labels (ET = 4) in a 2023 folder
         seg = _file(site, case_id, "seg")
         label = np.asanyarray(nib.load(seg).dataobj).copy()
@@ -83,10 +98,14 @@ def _break(site: Path, case_id: str, problem: str) -> None:
         raise AssertionError(problem)
 
 
+DECIDED_ACROSS_CASES = {"label-convention-undecided"}
+"""Reasons that concern the site's cases together, not one broken case (tested apart)."""
+
+
 @pytest.fixture(scope="module")
 def broken_site(tmp_path_factory):
     site = tmp_path_factory.mktemp("site")
-    problems = sorted(REASONS)
+    problems = sorted(set(REASONS) - DECIDED_ACROSS_CASES)
     ids = _write_site(site, len(problems) + 3)
     for case_id, problem in zip(ids, problems):
         _break(site, case_id, problem)
@@ -97,14 +116,25 @@ def broken_site(tmp_path_factory):
 
 def test_every_failure_gets_its_named_reason(broken_site):
     site, expected, _ = broken_site
-    report = run_qa(site)
+    report = run_qa(site, convention="brats2023")
     assert {rejection.case_id: rejection.reason for rejection in report.rejected} == expected
     assert all(report.details[case_id] for case_id in expected)
 
 
+def test_details_name_the_file_and_what_is_wrong(broken_site):
+    site, expected, _ = broken_site
+    details = run_qa(site, convention="brats2023").details
+    by_reason = {reason: details[case_id] for case_id, reason in expected.items()}
+    assert "is a broken link to" in by_reason["broken-link"] and "unmounted-share" in by_reason["broken-link"]
+    assert "_Segm.nii.gz" in by_reason["unrecognised-file"]
+    assert ".nii and" in by_reason["duplicate-file"] or ".nii.gz and" in by_reason["duplicate-file"]
+    assert "constant, every voxel is 100" in by_reason["constant-intensity"]
+    assert "NaN or infinite" in by_reason["non-finite-intensity"]
+
+
 def test_the_rest_of_the_site_still_loads(broken_site):
     site, _, good = broken_site
-    report = run_qa(site)
+    report = run_qa(site, convention="brats2023")
     assert [case.case_id for case in report.valid] == good
     assert report.convention == "brats2023" and all(case.convention == "brats2023" for case in report.valid)
     assert [stray.name for stray in report.strays] == ["scanner-exports"]
@@ -112,27 +142,71 @@ def test_the_rest_of_the_site_still_loads(broken_site):
 
 def test_summary_is_counts_reasons_and_ids_only(broken_site):
     site, expected, good = broken_site
-    summary = run_qa(site).summary()
+    summary = run_qa(site, convention="brats2023").summary()
     assert summary["valid"] == len(good) and summary["rejected"] == len(expected)
     assert summary["rejected-by-reason"] == {reason: 1 for reason in expected.values()}
     assert summary["stray-entries"] == 1
     text = json.dumps(summary)
-    assert str(site) not in text and "nii.gz" not in text and "scanner-exports" not in text
+    assert str(site) not in text and "nii" not in text and "scanner-exports" not in text and "unmounted" not in text
 
 
-def test_mixed_conventions_keep_the_majority_and_reject_the_rest(tmp_path):
-    ids = _write_site(tmp_path, 4, layout="brats2021")
-    seg = tmp_path / ids[0] / f"{ids[0]}_seg.nii.gz"
+def _relabel(site: Path, case_id: str, suffix: str, change) -> np.ndarray:
+    seg = site / case_id / f"{case_id}{suffix}"
     label = np.asanyarray(nib.load(seg).dataobj).copy()
-    label[label == 4] = 3  # one case written in the 2023 convention
+    label = change(label)
     _rewrite(seg, label)
+    return label
+
+
+def test_undeclared_cases_that_disagree_are_all_rejected_not_voted(tmp_path):
+    ids = _write_site(tmp_path, 4, layout="brats2021")
+    _relabel(tmp_path, ids[0], "_seg.nii.gz", lambda label: np.where(label == 4, 3, label))  # one in 2023 values
     report = run_qa(tmp_path)
+    assert report.convention is None and report.valid == []
+    assert {(r.case_id, r.reason) for r in report.rejected} == {(i, "label-convention-undecided") for i in ids}
+    detail = report.details[ids[0]]
+    assert "3 case(s) read as brats2021 or brats2024" in detail and "label-convention" in detail
+
+
+def test_declared_convention_keeps_the_cases_that_fit_and_rejects_the_rest(tmp_path):
+    ids = _write_site(tmp_path, 4, layout="brats2021")
+    _relabel(tmp_path, ids[0], "_seg.nii.gz", lambda label: np.where(label == 4, 3, label))
+    report = run_qa(tmp_path, convention="brats2021")
     assert report.convention == "brats2021"
     assert [(r.case_id, r.reason) for r in report.rejected] == [(ids[0], "label-convention-mismatch")]
-    assert len(report.valid) == 3
+    assert [case.case_id for case in report.valid] == ids[1:]
+
+
+def test_brats2024_site_reads_cavity_only_cases_as_brats2024(tmp_path):
+    # BraTS 2023 naming; two post-treatment cases with resection cavity (4) and no enhancing
+    # tumour, one with both ET (3) and cavity: a vote would call the site BraTS 2021.
+    ids = _write_site(tmp_path, 3, layout="brats2023")
+    cavity_only = _relabel(tmp_path, ids[0], "-seg.nii.gz", lambda label: np.where(label == 3, 4, np.where(label == 1, 2, label)))
+    _relabel(tmp_path, ids[1], "-seg.nii.gz", lambda label: np.where(label == 3, 4, np.where(label == 1, 2, label)))
+    _relabel(tmp_path, ids[2], "-seg.nii.gz", lambda label: np.where((label == 2) & (np.indices(label.shape)[0] % 2 == 0), 4, label))
+    assert set(np.unique(cavity_only)) == {0, 2, 4}
+    report = run_qa(tmp_path)
+    assert report.convention == "brats2024" and report.rejected == []
+    assert [case.convention for case in report.valid] == ["brats2024"] * 3
+    item = load_case(report.valid[0])
+    et, _, wt = item["regions"].bool()
+    assert int(et.sum()) == 0  # the cavity is not enhancing tumour
+    assert int(wt.sum()) == int((cavity_only == 2).sum())
 
 
 def test_forced_convention_rejects_cases_that_do_not_fit(tmp_path):
     _write_site(tmp_path, 2)
     report = run_qa(tmp_path, convention="brats2021")
     assert report.valid == [] and {r.reason for r in report.rejected} == {"label-convention-mismatch"}
+
+
+def test_uncompressed_and_4d_singleton_cases_pass(tmp_path):
+    ids = _write_site(tmp_path, 2)
+    for case_id, four_d in zip(ids, (False, True)):
+        for path in sorted((tmp_path / case_id).iterdir()):
+            data = np.asanyarray(nib.load(path).dataobj)
+            nib.save(nib.Nifti1Image(data[..., None] if four_d else data, nib.load(path).affine), path.with_name(path.name.removesuffix(".gz")))
+            path.unlink()
+    report = run_qa(tmp_path)
+    assert report.rejected == [] and [case.case_id for case in report.trainable] == ids
+    assert report.valid[0].label_path.name.endswith("-seg.nii")
