@@ -11,6 +11,10 @@ Keys are kebab-case; relative paths are relative to the file::
     metrics-file = "/var/lib/segguided/client-metrics.json"
     metrics-port = 9401
     metrics-host = "0.0.0.0"
+    label-convention = "brats2023"   # optional: declare what the label values mean
+
+Without ``label-convention`` the QA gate decides the site's convention once from all its
+labels and rejects every labelled case when they disagree (``label-convention-undecided``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import tomllib
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from segguided_federation.config_model import KebabModel, describe_validation_error
 
 SITE_CONFIG_KEY = "site-config"
 # Node-config keys the site loader and the client read; a site config file provides them.
-NODE_CONFIG_KEYS = ("site-id", "data-path", "cache-dir", "metrics-file")
+NODE_CONFIG_KEYS = ("site-id", "data-path", "cache-dir", "metrics-file", "label-convention")
 
 
 class SiteConfigError(ValueError):
@@ -42,6 +46,9 @@ class SiteConfig(KebabModel):
         metrics_file: where the ClientApp records its last round for the metrics exporter.
         metrics_port: the client metrics exporter's port; 0 = no exporter.
         metrics_host: the address the exporter binds.
+        label_convention: what the site's label values mean (``brats2021``, ``brats2023``,
+            ``brats2024``, ``msd``); none by default: the QA gate decides it once from all
+            the site's labels, and rejects every labelled case when they disagree.
     """
 
     site_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -50,6 +57,20 @@ class SiteConfig(KebabModel):
     metrics_file: Path | None = None
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_host: str = Field("127.0.0.1", min_length=1)
+
+    # Data conventions (issue 16) -----------------------------------------------------------
+    label_convention: str | None = None
+
+    @field_validator("label_convention")
+    @classmethod
+    def _known_convention(cls, value: str | None) -> str | None:
+        if value is not None:
+            # Imported here: the labels module needs torch, which the metrics exporter
+            # (it reads this file too) should not load unless the key is set.
+            from segguided_model.labels import get_convention
+
+            get_convention(value)  # ValueError naming the value and the known conventions
+        return value
 
     @classmethod
     def load(cls, path: Path) -> "SiteConfig":
@@ -90,6 +111,7 @@ class SiteConfig(KebabModel):
             "data-path": self.data_path,
             "cache-dir": self.cache_dir,
             "metrics-file": self.metrics_file,
+            "label-convention": self.label_convention,
         }
         return {key: str(Path(value).expanduser()) if isinstance(value, Path) else value
                 for key, value in values.items() if value is not None}

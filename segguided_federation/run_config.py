@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from segguided_federation.config_model import KebabModel, describe_validation_error
+from segguided_model.labels import CONVENTIONS
 from segguided_model.network import ModelConfig
 
 
@@ -102,6 +103,9 @@ class RunConfig(KebabModel):
     synthetic_size: int = Field(48, ge=16)
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     server_validation_dir: str = Field("", description="central validation cases; empty = the synthetic held-out set")
+    server_validation_convention: str = Field(
+        "", description="label convention of server-validation-dir; empty = decided once from all its labels"
+    )
 
     # Outputs
     output_dir: str = "runs"
@@ -138,6 +142,13 @@ class RunConfig(KebabModel):
         if parts is None:
             raise ValueError(f"expected comma-separated positive block counts such as '1,2,2,4', got {value!r}")
         return ",".join(parts)
+
+    @field_validator("server_validation_convention")
+    @classmethod
+    def _known_convention(cls, value: str) -> str:
+        if value and value not in CONVENTIONS:
+            raise ValueError(f"unknown label convention {value!r}; expected '' or one of {sorted(CONVENTIONS)}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

@@ -1,7 +1,10 @@
 """Which data a client trains on: its site folder, passed through the QA gate and split.
 
-In deployment the SuperNode's ``--node-config`` names the folder (``data-path``); in
-simulation the site follows from ``partition-id``.
+In deployment the SuperNode's ``--node-config`` names the folder (``data-path``) and may
+declare the site's label convention (``label-convention``); in simulation the site
+follows from ``partition-id`` (the visible sub-folders of ``data-dir``, sorted). A
+``SiteError`` reaches the server, so its message carries the site id and QA reason
+counts (``QAReport.summary()``), never a path.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ from typing import Any, Mapping
 
 from segguided_federation.run_config import RunConfig
 from segguided_federation.synthetic_data import synthetic_federation
+from segguided_model.data.entries import visible_entries
 from segguided_model.data.layouts import CaseRecord
-from segguided_model.data.qa import run_qa
+from segguided_model.data.qa import DECLARE_HINT, run_qa
 from segguided_model.data.split import split_cases
+from segguided_model.labels import CONVENTIONS
+
+LABEL_CONVENTION_KEY = "label-convention"
+"""Node-config key (a site config's ``label-convention``) declaring the site's label convention."""
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +71,58 @@ def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str
             )
         folder = synthetic_federation(config).site_dirs[partition]
         return folder.name, folder, folder.parent / "cache" / folder.name
-    sites = sorted(p for p in Path(config.data_dir).expanduser().iterdir() if p.is_dir())
+    sites = simulation_site_folders(Path(config.data_dir).expanduser())
     if partition >= len(sites):
         raise SiteError(f"data-dir {config.data_dir} has {len(sites)} site folders; partition {partition} has none")
     return sites[partition].name, sites[partition], None
 
 
-def load_site(node_config: Mapping[str, Any], config: RunConfig) -> Site:
-    """Find this client's site, run the QA gate over it and split it.
+def simulation_site_folders(data_dir: Path) -> list[Path]:
+    """A simulation's site folders in partition order: the visible sub-folders of ``data_dir``, sorted by name.
+
+    Hidden folders (``.ipynb_checkpoints``, ``__MACOSX``) are no site (``data.entries``).
+    """
+    return [entry for entry in visible_entries(data_dir) if entry.is_dir()]
+
+
+def declared_convention(node_config: Mapping[str, Any], site_id: str) -> str | None:
+    """The label convention the node config declares (``label-convention``), or ``None``.
 
     Raises:
-        SiteError: no usable labelled case is left after QA.
+        SiteError: the value is not a known convention (names the key and the choices).
+    """
+    value = node_config.get(LABEL_CONVENTION_KEY)
+    if value is None or str(value) == "":
+        return None
+    if str(value) not in CONVENTIONS:
+        raise SiteError(
+            f"{site_id}: node config {LABEL_CONVENTION_KEY}={value!r} is not a label convention; "
+            f"expected one of {sorted(CONVENTIONS)}"
+        )
+    return str(value)
+
+
+def load_site(node_config: Mapping[str, Any], config: RunConfig) -> Site:
+    """Find this client's site, run the QA gate over it (with its declared convention) and split it.
+
+    Raises:
+        SiteError: the declared convention is unknown, or no usable labelled case is left
+            after QA (the message counts the reasons, without paths).
     """
     site_id, data_dir, cache_dir = _site_folder(node_config, config)
-    report = run_qa(data_dir)
+    report = run_qa(data_dir, convention=declared_convention(node_config, site_id))
     for case_id, reason in report.rejected:
-        log.warning("%s: QA skipped case %s: %s", site_id, case_id, reason)
-    labelled = [case for case in report.valid if case.has_label]
+        log.warning("%s: QA skipped case %s: %s (%s)", site_id, case_id, reason, report.details[case_id])
+    labelled = report.trainable
     if not labelled:
+        summary = report.summary()
+        reasons = ", ".join(f"{reason} {count}" for reason, count in summary["rejected-by-reason"].items())
+        undecided = "label-convention-undecided" in report.summary()["rejected-by-reason"]
+        log.error("%s: no labelled case in %s passed the QA gate; run `segguided qa %s`", site_id, data_dir, data_dir)
         raise SiteError(
-            f"{site_id}: no labelled case in {data_dir} passed the QA gate "
-            f"({len(report.rejected)} rejected); run `segguided qa {data_dir}` for details"
+            f"{site_id}: no labelled case passed the QA gate ({summary['rejected']} rejected: {reasons or '-'}, "
+            f"{summary['stray-entries']} stray entries); run `segguided qa` on the site's data folder"
+            + (f"; {DECLARE_HINT}" if undecided else "")
         )
     training, validation = split_cases(labelled, config.validation_fraction, config.seed)
     return Site(site_id, data_dir, list(training), list(validation), list(report.rejected), cache_dir)

@@ -13,7 +13,7 @@ from segguided_federation.run_config import RunConfig
 from segguided_federation.synthetic_data import synthetic_federation
 from segguided_model.data.layouts import CaseRecord
 from segguided_model.data.pipeline import build_eval_dataset
-from segguided_model.data.qa import run_qa
+from segguided_model.data.qa import DECLARE_HINT, run_qa
 from segguided_model.evaluation import evaluate_volumes
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,12 @@ class ValidationDataError(RuntimeError):
 def central_validation_cases(config: RunConfig) -> list[CaseRecord]:
     """The server's held-out cases (``server-validation-dir``, or the synthetic ones), after the QA gate.
 
+    The gate reads the folder in ``server-validation-convention`` if set, otherwise in the
+    one convention all its labels decide (``labels.decide_convention``).
+
     Raises:
-        ValidationDataError: no validation folder is configured, or none of its cases passes QA.
+        ValidationDataError: no validation folder is configured, or none of its cases
+            passes QA (the message counts the reasons).
     """
     if config.server_validation_dir:
         folder = Path(config.server_validation_dir).expanduser()
@@ -38,15 +42,19 @@ def central_validation_cases(config: RunConfig) -> list[CaseRecord]:
             "data-dir points at real site data, so set server-validation-dir to the server's "
             "own held-out cases"
         )
-    report = run_qa(folder)
+    report = run_qa(folder, convention=config.server_validation_convention or None)
     for case_id, reason in report.rejected:
-        log.warning("central validation: skipping case %s: %s", case_id, reason)
-    labelled = [case for case in report.valid if case.has_label]
+        log.warning("central validation: skipping case %s: %s (%s)", case_id, reason, report.details[case_id])
+    labelled = report.trainable
     if not labelled:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in report.summary()["rejected-by-reason"].items())
+        undecided = "label-convention-undecided" in report.summary()["rejected-by-reason"]
         raise ValidationDataError(
-            f"no labelled case in {folder} passed the QA gate ({len(report.rejected)} rejected)"
+            f"no labelled case in {folder} passed the QA gate ({len(report.rejected)} rejected: {reasons or '-'})"
+            + (f"; {DECLARE_HINT}" if undecided else "")
         )
-    log.info("central validation on %d case(s) from %s", len(labelled), folder)
+    log.info("central validation on %d case(s) from %s, label convention %s (%s)",
+             len(labelled), folder, report.convention, report.convention_reason)
     return labelled
 
 

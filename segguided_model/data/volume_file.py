@@ -76,8 +76,8 @@ class Grid:
 
     def describe(self) -> str:
         """Shape and affine on one line, for messages."""
-        rows = np.array2string(self.affine[:3], precision=4, suppress_small=True, separator=", ")
-        return f"shape {self.shape}, affine {' '.join(rows.split())}"
+        rows = ("[" + ", ".join(f"{(v if abs(v) > 1e-9 else 0.0):.6g}" for v in row) + "]" for row in self.affine[:3])
+        return f"shape {self.shape}, affine [{', '.join(rows)}]"
 
 
 @dataclass(frozen=True)

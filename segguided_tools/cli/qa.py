@@ -17,14 +17,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "qa",
         help="check a site's cases before training",
         description=(
-            "Check every case in SITE_DIR (modalities present and readable, one shape and affine, "
-            "finite intensities, a non-empty brain, labels in the site's convention, plausible spacing). "
+            "Check every case in SITE_DIR (.nii.gz or .nii; every file accounted for, no broken links, "
+            "modalities present and readable, one shape and affine, finite and non-constant intensities, "
+            "a non-empty brain, plausible spacing, labels in the site's one convention). "
             "Exits 0 when at least one valid case remains, 1 when none does."
         ),
     )
     parser.add_argument("site_dir", type=Path, metavar="SITE_DIR", help="the site's data folder")
     parser.add_argument("--layout", choices=LAYOUT_NAMES, help="force the folder layout (default: detect)")
-    parser.add_argument("--convention", choices=sorted(CONVENTIONS), help="force the label convention (default: detect)")
+    parser.add_argument(
+        "--convention",
+        choices=sorted(CONVENTIONS),
+        help="declare the site's label convention (default: decided once from all its labels; cases that "
+        "disagree are rejected as label-convention-undecided)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON (with site-local details)")
     parser.add_argument(
         "--require-labels", action="store_true", help="fail unless at least one valid case has a segmentation"

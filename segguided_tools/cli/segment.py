@@ -1,9 +1,17 @@
-"""``segguided segment``: segment one BraTS case folder with a trained checkpoint."""
+"""``segguided segment``: segment one BraTS case folder with a trained checkpoint.
+
+The case first passes the QA gate (``data.qa.qa_case_folder``): the checks a site's cases
+pass before training (readable files, one grid, finite and non-constant intensities...),
+so a case with NaN voxels is refused with its reason instead of segmented as empty. The
+segmentation is written in the case's label convention as the gate finds it (declared
+with ``--labels``, decided from the case's own segmentation, else the layout's default).
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -11,12 +19,10 @@ import numpy as np
 import torch
 
 from segguided_model.checkpoint import CheckpointError, load_checkpoint
-from segguided_model.data.layouts import (
-    CASE_FOLDER_LAYOUTS,
-    MODALITIES,
-    case_from_folder,
-)
+from segguided_model.data.layouts import CASE_FOLDER_LAYOUTS, MODALITIES, CaseRecord
 from segguided_model.data.preprocessing import IMAGE_KEY, load_case, restore_orientation
+from segguided_model.data.qa import qa_case_folder
+from segguided_model.data.volume_file import read_volume
 from segguided_model.inference import predict_volume
 from segguided_model.labels import CONVENTIONS, SUBREGIONS, get_convention
 from segguided_model.overlay import write_overlay
@@ -24,14 +30,20 @@ from segguided_tools.cli.command_error import CommandError
 
 DEFAULT_ROI = 128
 
+SEGMENTATION_SUFFIX = "-seg"
+ATTENTION_SUFFIXES: tuple[str, ...] = tuple(f"-attention-{name.lower()}" for name in SUBREGIONS)
+OVERLAY_SUFFIX = "-overlay.png"
+"""What ``segment`` writes: ``<case-id>-seg.nii.gz``, ``<case-id>-attention-{ncr,ed,et}.nii.gz``, ``<case-id>-overlay.png``."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "segment",
         help="segment one case folder (BraTS 2021 or 2023 layout)",
         description=(
-            "Segment one BraTS case folder. Writes <case-id>-seg.nii.gz on the input's voxel grid "
-            "with its affine and header, one NIfTI per attention map (NCR, ED, ET) and a PNG overlay."
+            "Segment one BraTS case folder (.nii.gz or .nii) after the QA gate's checks. Writes "
+            "<case-id>-seg.nii.gz on the input's voxel grid with its affine and header, in the case's "
+            "label convention, one NIfTI per attention map (NCR, ED, ET) and a PNG overlay."
         ),
     )
     parser.add_argument("case_dir", type=Path, metavar="CASE_DIR")
@@ -39,7 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR")
     parser.add_argument("--layout", choices=sorted(CASE_FOLDER_LAYOUTS), help="case-folder layout (default: detected)")
     parser.add_argument(
-        "--labels", choices=sorted(CONVENTIONS), help="label convention of the output (default: the layout's)"
+        "--labels",
+        choices=sorted(CONVENTIONS),
+        help="the case's label convention, written by the output (default: as the QA gate finds it: from the "
+        "case's segmentation if it has one, else the layout's)",
     )
     parser.add_argument("--roi-size", type=int, default=None, help=f"sliding-window size (default: {DEFAULT_ROI} or the volume's size)")
     parser.add_argument("--overlap", type=float, default=0.5)
@@ -66,20 +81,37 @@ def _save(volume: np.ndarray, reference: nib.Nifti1Image, dtype: type, path: Pat
     nib.save(image, path)
 
 
+def checked_case(case_dir: Path, layout: str | None, convention: str | None) -> tuple[CaseRecord, str]:
+    """The case in ``case_dir`` and its label convention, after the QA gate.
+
+    Raises:
+        CommandError: the folder is missing or matches no layout, or the case fails the
+            gate (the message gives the reason code and what failed).
+    """
+    try:
+        report = qa_case_folder(case_dir, layout=layout, convention=convention)
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    if report.rejected:
+        (case_id, reason), = report.rejected
+        raise CommandError(f"case {case_id} fails the QA gate ({reason}): {report.details[case_id]}")
+    if not report.valid:
+        reasons = "; ".join(stray.reason for stray in report.strays if "/" not in stray.name)
+        raise CommandError(f"{case_dir}: {reasons or 'no case found'}")
+    return report.valid[0], str(report.convention)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         checkpoint = load_checkpoint(args.checkpoint)
     except CheckpointError as error:
         raise CommandError(str(error)) from None
-    try:
-        record = case_from_folder(args.case_dir, layout=args.layout)
-    except (FileNotFoundError, ValueError) as error:
-        raise CommandError(str(error)) from None
+    record, convention_name = checked_case(args.case_dir, args.layout, args.labels)
     try:
         item = load_case(record, with_label=False)
     except Exception as error:  # nibabel and MONAI raise many types for unreadable files
         raise CommandError(f"case {record.case_id}: cannot read its images: {error}") from None
-    convention = get_convention(args.labels or record.convention or "brats2023")
+    convention = get_convention(convention_name)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     image = item[IMAGE_KEY]
     model = checkpoint.model
@@ -91,25 +123,26 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from None
 
-    reference = nib.load(record.image_paths[MODALITIES[0]])
+    source = read_volume(record.image_paths[MODALITIES[0]])
     label = restore_orientation(prediction.label_map(convention)[None], image)[0].numpy()
-    if label.shape != reference.shape[:3]:
+    if label.shape != source.grid.shape:
         raise CommandError(
-            f"case {record.case_id}: prediction shape {label.shape} differs from {reference.get_filename()} {reference.shape[:3]}"
+            f"case {record.case_id}: prediction shape {label.shape} differs from {source.path} {source.grid.shape}"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    written = [args.out / f"{record.case_id}-seg.nii.gz"]
-    _save(label, reference, np.uint8, written[0])
+    written = [args.out / f"{record.case_id}{SEGMENTATION_SUFFIX}.nii.gz"]
+    _save(label, source.image, np.uint8, written[0])
     if prediction.attention_maps is not None:
         maps = restore_orientation(prediction.attention_maps, image).numpy()
-        for channel, name in enumerate(SUBREGIONS):
-            path = args.out / f"{record.case_id}-attention-{name.lower()}.nii.gz"
-            _save(maps[channel], reference, np.float32, path)
+        for channel, suffix in enumerate(ATTENTION_SUFFIXES):
+            path = args.out / f"{record.case_id}{suffix}.nii.gz"
+            _save(maps[channel], source.image, np.float32, path)
             written.append(path)
-    overlay = args.out / f"{record.case_id}-overlay.png"
+    overlay = args.out / f"{record.case_id}{OVERLAY_SUFFIX}"
     spacing = tuple(float(s) for s in image.pixdim[:3])
     write_overlay(overlay, image, prediction.regions, prediction.attention_maps, spacing, title=record.case_id)
     written.append(overlay)
+    print(f"case {record.case_id}: label convention {convention.name}", file=sys.stderr)
     for path in written:
         print(path)
     return 0

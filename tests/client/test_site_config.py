@@ -42,6 +42,7 @@ def test_node_config_without_a_file_is_unchanged():
         ('data-path = "/d"\nsite-id = "../etc"\n', "site-id"),
         ('data-path = "/d"\ngpu = 1\n', "gpu"),
         ('site-id = "a"\n', "data-path"),
+        ('data-path = "/d"\nlabel-convention = "brats2025"\n', "label-convention"),
     ],
 )
 def test_bad_key_is_named_with_the_file(tmp_path, text, key):
@@ -60,3 +61,9 @@ def test_missing_and_malformed_files_are_named(tmp_path):
 def test_the_deploy_example_is_valid():
     config = SiteConfig.load(DEPLOY_EXAMPLE)
     assert config.metrics_port > 0 and config.metrics_file is not None
+
+
+def test_label_convention_reaches_the_node_config(tmp_path):
+    path = _write(tmp_path, 'data-path = "/data/brats"\nlabel-convention = "brats2024"\n')
+    assert resolve_node_config({"site-config": str(path)}) == {"data-path": "/data/brats", "label-convention": "brats2024"}
+    assert "label-convention" not in SiteConfig.load(_write(tmp_path, 'data-path = "/d"\n')).node_config()

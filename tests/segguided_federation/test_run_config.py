@@ -48,6 +48,7 @@ def test_wrong_type_is_named():
         ("model-encoder-blocks", "1,0,2,4"),
         ("model-encoder-blocks", "1,2,2"),
         ("model-skip-merge", "multiply"),
+        ("server-validation-convention", "brats2025"),
     ],
 )
 def test_impossible_values_are_named(key, value):
@@ -101,3 +102,8 @@ def test_secure_aggregation_needs_two_clients_per_round():
 def test_impossible_secure_aggregation_values_are_named(key, value):
     with pytest.raises(RunConfigError, match=key):
         RunConfig.from_flower({**_app_config(), key: value})
+
+
+def test_server_validation_convention_accepts_every_known_convention_or_nothing():
+    assert RunConfig.from_flower({**_app_config(), "server-validation-convention": "msd"}).server_validation_convention == "msd"
+    assert RunConfig.from_flower(_app_config()).server_validation_convention == ""

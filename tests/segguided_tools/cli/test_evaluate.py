@@ -9,16 +9,30 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
+import segguided_tools.cli.segment as segment
+from segguided_model.inference import VolumePrediction
 from segguided_model.metrics import HD95_ONE_EMPTY
 from segguided_tools.cli.main import main
 
 HEADER = ["case-id", "dice-et", "dice-tc", "dice-wt", "hd95-et", "hd95-tc", "hd95-wt"]
 
 
-def save(path, label):
+AFFINE = np.diag([1.0, 1.0, 1.5, 1.0])
+
+
+def save(path, label, affine=AFFINE):
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(label.astype(np.uint8), np.diag([1.0, 1.0, 1.5, 1.0])), path)
+    nib.save(nib.Nifti1Image(label.astype(np.uint8), affine), path)
+
+
+def evaluate(tmp_path, *options) -> int:
+    return main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--out", str(tmp_path / "m.csv"), *options])
+
+
+def dice(tmp_path) -> list[float]:
+    return [float(v) for v in read_rows(tmp_path / "m.csv")[1][1:4]]
 
 
 def read_rows(path):
@@ -56,7 +70,7 @@ def test_known_answers_with_flat_files_both_namings_and_empty_regions(tmp_path, 
     assert float(rows["mean"][0]) == pytest.approx(0.5)
 
 
-def test_convention_is_detected_per_case(tmp_path, synthetic):
+def test_convention_is_decided_for_each_folder(tmp_path, synthetic):
     label = synthetic.blob_label()
     brats2023 = np.where(label == 4, 3, label)
     save(tmp_path / "ref" / "c.nii.gz", brats2023)
@@ -92,3 +106,113 @@ def test_shape_mismatch_is_a_one_line_error(tmp_path, capsys):
     save(tmp_path / "pred" / "e.nii.gz", np.zeros((4, 4, 5)))
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--out", str(tmp_path / "m.csv")]) == 2
     assert "shape" in capsys.readouterr().err
+
+
+def test_hidden_entries_and_uncompressed_predictions(tmp_path, synthetic):
+    label = synthetic.blob_label()
+    save(tmp_path / "ref" / "a.nii.gz", label)
+    save(tmp_path / "pred" / "a-seg.nii", label)  # uncompressed
+    for folder in ("ref", "pred"):
+        (tmp_path / folder / "._a.nii.gz").write_bytes(b"\x00\x05\x16\x07 AppleDouble sidecar")
+        (tmp_path / folder / ".ipynb_checkpoints").mkdir()
+    assert evaluate(tmp_path) == 0
+    assert dice(tmp_path) == [1, 1, 1]
+
+
+def test_dead_link_prediction_is_a_broken_link_naming_the_path(tmp_path, capsys, synthetic):
+    save(tmp_path / "ref" / "a.nii.gz", synthetic.blob_label())
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "a-seg.nii.gz").symlink_to(tmp_path / "share" / "a-seg.nii.gz")
+    assert evaluate(tmp_path) == 2
+    assert f"{tmp_path}/pred/a-seg.nii.gz is a broken link to {tmp_path}/share/a-seg.nii.gz" in capsys.readouterr().err
+
+
+def _flip_first_axis(affine: np.ndarray, size: int) -> np.ndarray:
+    flipped = affine.copy()
+    flipped[:3, 0] = -affine[:3, 0]
+    flipped[:3, 3] = affine[:3, 3] + affine[:3, 0] * (size - 1)
+    return flipped
+
+
+def test_prediction_on_another_grid_is_refused_naming_both_affines(tmp_path, capsys, synthetic):
+    label = synthetic.blob_label()
+    save(tmp_path / "ref" / "a.nii.gz", label, np.eye(4))  # saved without the case's geometry
+    save(tmp_path / "pred" / "a.nii.gz", label, synthetic.affine)
+    assert evaluate(tmp_path, "--labels", "brats2021") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "case a" in error and "different voxel grids" in error
+    assert "reference shape (32, 32, 24), affine [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]" in error
+    assert "prediction shape (32, 32, 24), affine [[-1, 0, 0, 90], [0, -1, 0, 120], [0, 0, 1.5, -60]]" in error
+    assert "--resample" in error
+
+
+def test_resample_option_puts_a_flipped_prediction_on_the_reference_grid(tmp_path, synthetic):
+    label = synthetic.blob_label()
+    save(tmp_path / "ref" / "a.nii.gz", label, synthetic.affine)
+    # The same segmentation in space, stored with the first axis flipped.
+    save(tmp_path / "pred" / "a.nii.gz", label[::-1], _flip_first_axis(synthetic.affine, label.shape[0]))
+    assert evaluate(tmp_path, "--labels", "brats2021") == 2
+    assert evaluate(tmp_path, "--labels", "brats2021", "--resample") == 0
+    rows = read_rows(tmp_path / "m.csv")
+    assert [float(v) for v in rows[1][1:]] == [1, 1, 1, 0, 0, 0]
+
+
+def test_prediction_and_reference_conventions_that_disagree_fail_naming_both(tmp_path, capsys, synthetic):
+    # A reference with ET = 3 in a BraTS 2021-named folder; a voxel-identical prediction with ET = 4.
+    label = synthetic.blob_label()
+    case = synthetic.write_case(tmp_path / "ref", label=np.where(label == 4, 3, label).astype(np.uint8))
+    save(tmp_path / "pred" / f"{case.name}-seg.nii.gz", label, synthetic.affine)
+    assert evaluate(tmp_path) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"case {case.name}" in error
+    assert "as brats2021" in error and "as brats2023" in error and "[3, 4]" in error
+    assert evaluate(tmp_path, "--pred-labels", "brats2021", "--ref-labels", "brats2023") == 0
+    assert dice(tmp_path) == [1, 1, 1]
+
+
+def test_msd_reference_is_never_read_as_brats(tmp_path, capsys, synthetic):
+    label = synthetic.blob_label()  # BraTS 2021: 1 NCR, 2 ED, 4 ET
+    msd = np.select([label == 2, label == 1, label == 4], [1, 2, 3], 0)  # MSD: 1 ED, 2 NCR, 3 ET
+    save(tmp_path / "ref" / "a.nii.gz", msd)
+    save(tmp_path / "pred" / "a.nii.gz", label)
+    assert evaluate(tmp_path) == 2
+    assert "case a" in capsys.readouterr().err
+    assert evaluate(tmp_path, "--ref-labels", "msd", "--pred-labels", "brats2021") == 0
+    assert dice(tmp_path) == [1, 1, 1]
+
+
+def test_segment_output_against_a_brats2024_reference_needs_no_option(tmp_path, synthetic):
+    label = np.where(synthetic.blob_label() == 4, 3, synthetic.blob_label())  # BraTS 2023/2024 values
+    reference = label.copy()
+    reference[:3] = 4  # a resection cavity: in no region
+    save(tmp_path / "ref" / "a.nii.gz", reference)  # {0, 1, 2, 3, 4}: BraTS 2024, nothing else
+    save(tmp_path / "pred" / "a-seg.nii.gz", label)  # {0, 1, 2, 3}: reads the same in 2023 and 2024
+    assert evaluate(tmp_path) == 0
+    assert dice(tmp_path) == [1, 1, 1]
+
+
+def test_given_convention_that_a_file_does_not_fit_is_a_one_line_error(tmp_path, capsys, synthetic):
+    save(tmp_path / "ref" / "a.nii.gz", synthetic.blob_label())
+    save(tmp_path / "pred" / "a.nii.gz", synthetic.blob_label())
+    assert evaluate(tmp_path, "--labels", "brats2023") == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "[4]" in error and "brats2023" in error
+
+
+def test_segment_output_scores_against_its_4d_singleton_reference(checkpoint, tmp_path, monkeypatch, synthetic):
+    def tumour_is_enhancing(model, image, roi_size, **kwargs):
+        whole = image[3] > image[3][image[3] != image[3].min()].mean() + 1.0  # the bright tumour voxels
+        regions = torch.stack([whole, whole, whole])
+        return VolumePrediction(regions, regions.float(), None)
+
+    # Every file (X, Y, Z, 1), as some converters write them; the tumour is all enhancing.
+    case = synthetic.write_case(tmp_path / "ref", label=(synthetic.blob_label() > 0).astype(np.uint8) * 4)
+    for path in sorted(case.iterdir()):
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj)[..., None], image.affine), path)
+    assert nib.load(case / f"{case.name}_seg.nii.gz").shape == (*synthetic.shape, 1)
+    monkeypatch.setattr(segment, "predict_volume", tumour_is_enhancing)
+    assert main(["qa", str(case.parent)]) == 0
+    assert main(["segment", str(case), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "pred")]) == 0
+    assert evaluate(tmp_path) == 0
+    assert [float(v) for v in read_rows(tmp_path / "m.csv")[1][1:]] == [1, 1, 1, 0, 0, 0]

@@ -12,7 +12,7 @@ import torch
 
 import segguided_tools.cli.segment as segment
 from segguided_model.inference import VolumePrediction
-from segguided_model.labels import CONVENTIONS, region_masks
+from segguided_model.labels import CONVENTIONS
 from segguided_tools.cli.main import main
 
 
@@ -82,14 +82,58 @@ def test_roi_size_not_fitting_the_network_is_a_one_line_error(case_dir, checkpoi
     assert "--roi-size 30 must be a positive multiple of 4" in capsys.readouterr().err
 
 
-def test_labels_option_chooses_the_output_convention(case_dir, checkpoint, tmp_path, monkeypatch):
-    def all_enhancing(model, image, roi_size, **kwargs):
-        regions = torch.ones(3, *image.shape[1:], dtype=torch.bool)
-        return VolumePrediction(regions, regions.float(), None)
+def _all_enhancing(model, image, roi_size, **kwargs):
+    regions = torch.ones(3, *image.shape[1:], dtype=torch.bool)
+    return VolumePrediction(regions, regions.float(), None)
 
-    monkeypatch.setattr(segment, "predict_volume", all_enhancing)
+
+def _written_values(out, case_dir) -> set[int]:
+    return set(np.unique(np.asanyarray(nib.load(out / f"{case_dir.name}-seg.nii.gz").dataobj)).tolist())
+
+
+def test_labels_option_declares_the_convention_of_a_case_without_segmentation(case_dir, checkpoint, tmp_path, monkeypatch):
+    (case_dir / f"{case_dir.name}_seg.nii.gz").unlink()
+    monkeypatch.setattr(segment, "predict_volume", _all_enhancing)
     out = tmp_path / "out"
     assert main(["segment", str(case_dir), "--checkpoint", str(checkpoint), "--out", str(out), "--labels", "brats2023"]) == 0
-    seg = np.asanyarray(nib.load(out / f"{case_dir.name}-seg.nii.gz").dataobj)
-    assert set(np.unique(seg)) == {CONVENTIONS["brats2023"].value_of("ET")}
+    assert _written_values(out, case_dir) == {CONVENTIONS["brats2023"].value_of("ET")}
     assert not (out / f"{case_dir.name}-attention-et.nii.gz").exists()
+
+
+def test_output_follows_the_convention_the_qa_gate_finds_not_the_layout_default(checkpoint, tmp_path, monkeypatch, synthetic):
+    # BraTS 2023 labels (ET = 3) in a BraTS 2021-named folder, as some re-distributions ship them.
+    label = synthetic.blob_label()
+    case_dir = synthetic.write_case(tmp_path / "cases", label=np.where(label == 4, 3, label).astype(np.uint8))
+    monkeypatch.setattr(segment, "predict_volume", _all_enhancing)
+    out = tmp_path / "out"
+    assert main(["segment", str(case_dir), "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert _written_values(out, case_dir) == {3}
+
+
+def test_labels_option_that_contradicts_the_case_segmentation_is_refused(case_dir, checkpoint, tmp_path, capsys):
+    assert main(["segment", str(case_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--labels", "brats2023"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "label-convention-mismatch" in error and "[4]" in error
+
+
+def test_non_finite_voxels_are_refused_with_the_qa_reason(case_dir, checkpoint, tmp_path, capsys, synthetic):
+    path = case_dir / f"{case_dir.name}_t2.nii.gz"
+    data = np.asanyarray(nib.load(path).dataobj).astype(np.float32)
+    data[5, 5, 5], data[6, 6, 6] = np.nan, np.inf
+    nib.save(nib.Nifti1Image(data, synthetic.affine), path)
+    out = tmp_path / "o"
+    assert main(["segment", str(case_dir), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "non-finite-intensity" in error and f"{case_dir.name}_t2.nii.gz" in error and "2 NaN or infinite voxel(s)" in error
+    assert not out.exists()
+
+
+def test_uncompressed_nii_case_is_segmented(case_dir, checkpoint, tmp_path, monkeypatch):
+    for path in sorted(case_dir.iterdir()):
+        nib.save(nib.load(path), path.with_name(path.name.removesuffix(".gz")))
+        path.unlink()
+    monkeypatch.setattr(segment, "predict_volume", _all_enhancing)
+    out = tmp_path / "out"
+    assert main(["segment", str(case_dir), "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert _written_values(out, case_dir) == {4}

@@ -1,0 +1,77 @@
+"""A client's site: hidden folders are no simulation site, the declared label convention reaches the QA gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segguided_federation.run_config import RunConfig
+from segguided_federation.site_data import SiteError, load_site, simulation_site_folders
+from segguided_model.data.synthetic import (
+    draw_site_profiles,
+    label_map,
+    synthesize_case,
+    write_case,
+)
+
+SIZE = (24, 24, 24)
+
+
+def _write_site(site: Path, count: int, layout: str = "brats2021") -> list[str]:
+    profile = draw_site_profiles(1, 0)[0]
+    ids = []
+    for number in range(count):
+        images, subregions = synthesize_case(profile, SIZE, np.random.default_rng(number))
+        case_id = f"BraTS2021_{number:05d}"
+        write_case(site / case_id, layout, images, label_map(subregions, layout), 10.0)
+        ids.append(case_id)
+    return ids
+
+
+def test_hidden_folders_are_no_simulation_site_and_the_last_site_is_reached(tmp_path):
+    for hidden in (".ipynb_checkpoints", "__MACOSX", ".Trash-1000"):
+        (tmp_path / hidden).mkdir()
+    for name in ("site-a", "site-b"):
+        _write_site(tmp_path / name, 2)
+    (tmp_path / "README.txt").write_text("two hospitals")
+    assert [folder.name for folder in simulation_site_folders(tmp_path)] == ["site-a", "site-b"]
+    config = RunConfig(data_dir=str(tmp_path))
+    assert load_site({"partition-id": 0, "num-partitions": 2}, config).site_id == "site-a"
+    assert load_site({"partition-id": 1, "num-partitions": 2}, config).site_id == "site-b"
+
+
+@pytest.fixture
+def mixed_site(tmp_path) -> tuple[Path, list[str]]:
+    """A BraTS 2021 site whose first case carries BraTS 2023 values (ET = 3)."""
+    ids = _write_site(tmp_path / "hospital", 4)
+    seg = tmp_path / "hospital" / ids[0] / f"{ids[0]}_seg.nii.gz"
+    image = nib.load(seg)
+    label = np.asanyarray(image.dataobj)
+    nib.save(nib.Nifti1Image(np.where(label == 4, 3, label).astype(np.uint8), image.affine), seg)
+    return tmp_path / "hospital", ids
+
+
+def test_undeclared_site_whose_labels_disagree_fails_without_a_path_and_says_declare(mixed_site):
+    site, _ = mixed_site
+    with pytest.raises(SiteError) as raised:
+        load_site({"data-path": str(site), "site-id": "hospital-a"}, RunConfig())
+    message = str(raised.value)
+    assert message.startswith("hospital-a: no labelled case passed the QA gate (4 rejected: label-convention-undecided 4")
+    assert "label-convention" in message.split("; ", 1)[1] and str(site) not in message
+
+
+def test_declared_label_convention_reaches_the_qa_gate(mixed_site):
+    site, ids = mixed_site
+    loaded = load_site({"data-path": str(site), "label-convention": "brats2021"}, RunConfig())
+    assert loaded.rejected == [(ids[0], "label-convention-mismatch")]
+    cases = loaded.training_cases + loaded.validation_cases
+    assert sorted(case.case_id for case in cases) == ids[1:] and {case.convention for case in cases} == {"brats2021"}
+
+
+def test_unknown_declared_convention_names_the_key(mixed_site):
+    site, _ = mixed_site
+    with pytest.raises(SiteError, match="label-convention='brats2025'.*brats2021"):
+        load_site({"data-path": str(site), "site-id": "h", "label-convention": "brats2025"}, RunConfig())
