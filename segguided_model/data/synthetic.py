@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from segguided_model.data.entries import visible_entries
 from segguided_model.data.layouts import CASE_FOLDER_LAYOUTS, MODALITIES
 from segguided_model.labels import get_convention
 
@@ -395,8 +396,8 @@ def _is_complete(root: Path, parameters: SynthesisParameters) -> bool:
     for folder, count in expected:
         if not folder.is_dir():
             return False
-        case_dirs = [entry for entry in folder.iterdir() if entry.is_dir()]
-        if len(case_dirs) != count or any(len(list(c.iterdir())) != files_per_case for c in case_dirs):
+        case_dirs = [entry for entry in visible_entries(folder) if entry.is_dir()]
+        if len(case_dirs) != count or any(len(visible_entries(c)) != files_per_case for c in case_dirs):
             return False
     return True
 

@@ -8,10 +8,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.transforms import Compose
 
 from segguided_model.data.discovery import case_from_folder
 from segguided_model.data.layouts import MODALITIES, MSD_CHANNEL_ORDER, CaseRecord
 from segguided_model.data.preprocessing import (
+    LoadVolumed,
+    StackModalitiesd,
     case_to_item,
     load_case,
     restore_orientation,
@@ -104,11 +107,7 @@ def test_msd_4d_image_is_reordered_to_canonical_modalities(tmp_path):
     record = CaseRecord("BRATS_001", {m: path for m in MODALITIES}, None, "msd", "msd", MSD_CHANNEL_ORDER)
     item = case_to_item(record)
     assert item["image"] == str(path) and item["channel_order"] == MSD_CHANNEL_ORDER
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
-
-    from segguided_model.data.preprocessing import StackModalitiesd
-
-    raw = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image"), StackModalitiesd()])(item)
+    raw = Compose([LoadVolumed(keys=[*MODALITIES, "image"]), StackModalitiesd()])(item)
     means = raw["image"].mean(dim=(1, 2, 3))
     assert torch.allclose(means, torch.tensor([10.0, 20.0, 30.0, 40.0]), atol=0.1)
 

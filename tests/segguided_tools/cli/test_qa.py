@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from segguided_model.data.synthetic import (
@@ -53,3 +54,17 @@ def test_cli_exits_non_zero_with_a_message_when_no_case_is_valid(tmp_path, capsy
 def test_cli_names_a_missing_site_folder(tmp_path, capsys):
     assert main(["qa", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_cli_reports_labels_that_disagree_and_accepts_a_declared_convention(tmp_path, capsys):
+    cases = _write_site(tmp_path, 3)
+    seg = cases[0] / f"{cases[0].name}-seg.nii.gz"
+    image = nib.load(seg)
+    label = np.asanyarray(image.dataobj)
+    nib.save(nib.Nifti1Image(np.where(label == 3, 4, label).astype(np.uint8), image.affine), seg)  # ET = 4 here
+    assert main(["qa", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("label-convention-undecided") == 3 and "convention -" in out
+    assert main(["qa", str(tmp_path), "--convention", "brats2023"]) == 0
+    out = capsys.readouterr().out
+    assert "convention brats2023 (declared)" in out and f"{cases[0].name}  label-convention-mismatch" in out
