@@ -261,12 +261,12 @@ class _CaseFolderScan:
             if len(paths) > 1:
                 names = " and ".join(path.name for path in paths)
                 return BrokenCase(case_id, "duplicate-file", f"case {case_id}: {names} are both its {role} file; keep one")
-        strays = f" ({', '.join(p.name for p in unrecognised)} in the folder is named like no {layout.name} file)"
+        unnamed = f" ({', '.join(p.name for p in unrecognised)} in the folder is named like no {layout.name} file)"
         missing = [modality for modality in MODALITIES if modality not in files]
         if missing:
             return BrokenCase(case_id, "missing-modality", (
                 f"case {case_id}: missing modality file {layout.file_name(case_id, missing[0])} in {case_dir}"
-                + (strays if unrecognised else "")
+                + (unnamed if unrecognised else "")
             ))
         if unrecognised:
             expected = ", ".join(layout.file_name(case_id, role) for role in (*MODALITIES, LABEL_ROLE))
@@ -361,7 +361,7 @@ def _discover_msd(site_dir: Path) -> DiscoveryResult:
                     convention=MSD_LAYOUT.default_convention,
                     channel_order=MSD_LAYOUT.channel_order,
                 ))
-    for stem, files in sorted(labels.items()):
+    for _, files in sorted(labels.items()):
         strays.extend(
             StrayEntry(f"{labels_dir.name}/{path.name}", f"a segmentation without an image in {MSD_LAYOUT.images_folder}")
             for path in files
@@ -370,7 +370,7 @@ def _discover_msd(site_dir: Path) -> DiscoveryResult:
         site_dir=site_dir,
         layout=MSD_LAYOUT.name,
         convention=MSD_LAYOUT.default_convention,
-        cases=cases,
+        cases=sorted(cases, key=lambda case: case.case_id),
         broken=broken,
         strays=strays,
     )

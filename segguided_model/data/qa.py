@@ -160,13 +160,6 @@ class QAReport:
         return "\n".join(lines)
 
 
-class _CaseProblem(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 def run_qa(site_dir: Path | str, *, layout: str | None = None, convention: str | None = None) -> QAReport:
     """Check every case in ``site_dir`` and sort them into valid and rejected.
 
@@ -213,6 +206,12 @@ class _CaseProblem(Exception):
 
 
 def _gate(found: DiscoveryResult, declared: str | None) -> QAReport:
+    """Check each found case, then read every label in the one convention, declared or decided here.
+
+    Cases whose labels fit none of the layout's candidate conventions are left out of the
+    decision and rejected as ``label-convention-mismatch``; when the rest cannot decide,
+    every labelled case is rejected as ``label-convention-undecided``.
+    """
     report = QAReport(site_dir=found.site_dir, layout=found.layout, convention=found.convention, strays=found.strays)
     for case in found.broken:
         _reject(report, case.case_id, case.reason, case.detail)
