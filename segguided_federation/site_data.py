@@ -45,6 +45,15 @@ class Site:
     cache_dir: Path | None
 
 
+def site_folders(data_dir: Path) -> list[Path]:
+    """The site folders of a simulation's ``data-dir``, in partition order (sorted, hidden ones skipped).
+
+    Raises:
+        FileNotFoundError: ``data_dir`` does not exist.
+    """
+    return sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str, Path, Path | None]:
     if "data-path" in node_config:
         data_dir = Path(str(node_config["data-path"])).expanduser()
@@ -63,7 +72,7 @@ def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str
             )
         folder = synthetic_federation(config).site_dirs[partition]
         return folder.name, folder, folder.parent / "cache" / folder.name
-    sites = sorted(p for p in Path(config.data_dir).expanduser().iterdir() if p.is_dir())
+    sites = site_folders(Path(config.data_dir).expanduser())
     if partition >= len(sites):
         raise SiteError(f"data-dir {config.data_dir} has {len(sites)} site folders; partition {partition} has none")
     return sites[partition].name, sites[partition], None
