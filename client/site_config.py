@@ -94,7 +94,7 @@ class SiteConfig(KebabModel):
         try:
             config = cls.model_validate(dict(data))
         except ValidationError as error:
-            raise SiteConfigError(f"site config {source}: " + describe_validation_error(error, "site config")) from None
+            raise SiteConfigError(f"site config {source}: " + describe_validation_error(error, "site config", cls)) from None
         if base is None:
             return config
         resolved = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
@@ -16,20 +18,37 @@ class KebabModel(BaseModel):
     model_config = ConfigDict(alias_generator=kebab_case, populate_by_name=True, extra="forbid", frozen=True)
 
 
-def describe_validation_error(error: ValidationError, whole: str) -> str:
+def known_keys(model: type[BaseModel]) -> list[str]:
+    """The keys ``model`` accepts, as written (kebab-case aliases)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def nearest_key(key: str, known: list[str]) -> str | None:
+    """The known key ``key`` was most likely meant to be (``difflib``), or ``None``."""
+    matches = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def describe_validation_error(error: ValidationError, whole: str, model: type[BaseModel] | None = None) -> str:
     """One line per problem, ``key: what is wrong (got value)``, joined by ``; ``.
 
     The offending value is shown for type and range errors; not for a missing key, for a
-    check across several keys (whose "value" is the whole document) or for a section.
+    check across several keys (whose "value" is the whole document) or for a section. An
+    unknown key is named with the nearest key ``model`` knows, when one is close.
 
     Args:
         error: pydantic's error.
         whole: what to call a problem that belongs to no single key (``run config``).
+        model: the model that raised it, for "did you mean" hints on unknown keys.
     """
     problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or whole
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            suggestion = nearest_key(str(item["loc"][-1]), known_keys(model)) if model and item["loc"] else None
+            problems.append(f"{key}: unknown key" + (f" (did you mean {suggestion!r}?)" if suggestion else ""))
+            continue
         shown = item["type"] not in ("value_error", "missing") and not isinstance(item.get("input"), dict)
         problems.append(f"{key}: {message}" + (f" (got {item['input']!r})" if shown else ""))
     return "; ".join(problems)

@@ -47,6 +47,9 @@ class RunConfig(KebabModel):
     min_fit_clients: int = Field(2, ge=1, description="a round aggregates only if at least this many clients succeed")
     min_evaluate_clients: int = Field(2, ge=1, description="federated evaluation waits for at least this many clients")
     min_available_clients: int = Field(2, ge=1)
+    client_wait_timeout: float = Field(
+        300.0, gt=0.0, description="seconds to wait for min-available-clients SuperNodes before the run fails"
+    )
     fraction_evaluate: float = Field(1.0, ge=0.0, le=1.0, description="0 disables federated evaluation")
     strategy: Literal["fedavg", "fedprox", "fedadam", "fedyogi"] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0, description="FedProx proximal weight")
@@ -111,6 +114,9 @@ class RunConfig(KebabModel):
     output_dir: str = "runs"
     run_name: str = Field("", description="folder under output-dir; empty = a new timestamped name")
     resume: bool = False
+    overwrite: bool = Field(
+        False, description="start this run afresh in a run folder that already holds one, replacing its files"
+    )
     keep_round_checkpoints: int = Field(2, ge=0, description="0 keeps every round's checkpoint")
     seed: int = 0
 
@@ -211,7 +217,7 @@ class RunConfig(KebabModel):
         try:
             return cls.model_validate(dict(run_config))
         except ValidationError as error:
-            raise RunConfigError("invalid run config: " + describe_validation_error(error, "run config")) from None
+            raise RunConfigError("invalid run config: " + describe_validation_error(error, "run config", cls)) from None
 
 
 def default_cache_dir() -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from segguided_model.atomic_write import atomic_output
+from segguided_model.atomic_write import write_bytes_atomically
 from segguided_model.network import ModelConfig, SegGuidedNet
 
 CHECKPOINT_FORMAT = "segguided-checkpoint"
@@ -43,9 +44,10 @@ class LoadedCheckpoint:
 def save_checkpoint(path: str | os.PathLike, model: SegGuidedNet, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` atomically.
 
-    The file is written to a temporary file in the same folder, flushed to disk and
-    renamed over ``path``, so a crash never leaves a half-written checkpoint. ``extra``
-    must hold only tensors and plain Python values (it is read back with
+    The checkpoint is serialised in memory, then written to a temporary file in the same
+    folder, flushed to disk and renamed over ``path``, so a crash never leaves a
+    half-written checkpoint and a full disk is found before anything is overwritten.
+    ``extra`` must hold only tensors and plain Python values (it is read back with
     ``torch.load(weights_only=True)``).
 
     Returns:
@@ -53,6 +55,7 @@ def save_checkpoint(path: str | os.PathLike, model: SegGuidedNet, extra: dict[st
 
     Raises:
         TypeError: ``model`` is not a ``SegGuidedNet``.
+        DiskFullError: the disk cannot hold the checkpoint (names the file and both sizes).
     """
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     if not isinstance(model, SegGuidedNet):
@@ -65,8 +68,9 @@ def save_checkpoint(path: str | os.PathLike, model: SegGuidedNet, extra: dict[st
         "extra": dict(extra or {}),
     }
     path = Path(path)
-    with atomic_output(path) as stream:
-        torch.save(payload, stream)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomically(path, buffer.getbuffer())
     return path
 
 

@@ -52,13 +52,15 @@ class LocalFederation:
     env: dict[str, str]
     port: int
 
-    def run(self, run_config: str, supernodes: int = 3, timeout: float = 900) -> RunOutcome:
-        run_id = self.start(run_config, supernodes)
-        return wait_for_run(run_id, PROJECT_ROOT, self.env, timeout=timeout)
+    def run(self, run_config: str, supernodes: int = 3, timeout: float = 900, app_dir: Path = PROJECT_ROOT) -> RunOutcome:
+        """Start a run of the app in ``app_dir`` and wait for it; ``RunFailed`` unless it completed."""
+        run_id = self.start(run_config, supernodes, app_dir)
+        return wait_for_run(run_id, app_dir, self.env, timeout=timeout)
 
-    def start(self, run_config: str, supernodes: int = 3) -> str:
+    def start(self, run_config: str, supernodes: int = 3, app_dir: Path = PROJECT_ROOT) -> str:
+        """Submit a run of the app in ``app_dir`` (this project by default); return its id."""
         federation = f"num-supernodes={supernodes} client-resources-num-cpus=1"
-        return start_run(PROJECT_ROOT, run_config, federation, self.env)
+        return start_run(app_dir, run_config, federation, self.env)
 
     def process_ids(self) -> set[int]:
         """The SuperLink this harness started and its simulation runtime (Ray and the

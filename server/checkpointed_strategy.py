@@ -3,18 +3,20 @@
 Flower's strategy decides whom to ask and how to aggregate; this wrapper adds what a
 federated study needs around it, without copying its round loop:
 
-* rounds are numbered from the resume point, so a resumed run continues at round k+1;
+* rounds are numbered from the resume point, so a resumed run continues at round k+1, and
+  every log line names the true round;
 * client results are aggregated in site order, so the aggregate is reproducible;
 * a round aggregates only if at least ``min-fit-clients`` clients succeeded, otherwise
   the global model stays as it was (and the round is recorded as not aggregated);
-* after every aggregation the global model is validated centrally, checkpointed
-  atomically, and the history (``metrics.json``/``.csv``) is rewritten.
+* after every aggregation the global model is validated centrally, the history
+  (``metrics.json``/``.csv``) is rewritten, and the model is checkpointed atomically with
+  the round's record, so a crash at any moment loses no round that has a checkpoint;
+* federated-evaluation failures are recorded next to training failures.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Callable
 
@@ -36,8 +38,9 @@ from torch import nn
 from segguided_federation import metric_keys as keys
 from segguided_model.metrics import DICE_MEAN_KEY
 from segguided_model.state_arrays import load_arrays
+from server.failure_reasons import describe_failure
 from server.history import RoundRecord, RunHistory
-from server.run_folder import RunFolder
+from server.run_folder import ROUND_RECORD_KEY, RunFolder
 from server.secure_aggregation import SecureRoundReport
 from server.strategies import export_optimizer_state
 
@@ -48,25 +51,6 @@ Validator = Callable[[nn.Module], tuple[list[dict], dict[str, float]]]
 
 RoundListener = Callable[[RoundRecord], None]
 """Called with each finished round's record (metrics exporters, progress bars)."""
-
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseException) -> str:
-    """The failing client's own exception message, without Ray's and Flower's wrapping.
-
-    A client's exception reaches the server as the text of a remote traceback; its last
-    line (``SiteError: site-2: no labelled case ...``) is what an operator needs.
-    """
-    if isinstance(failure, BaseException):
-        text = str(failure)
-    else:
-        proxy, result = failure
-        text = f"node {proxy.node_id}: {result.status.message}"
-    lines = [line.strip(" '\"") for line in ANSI_ESCAPE.sub("", text).replace("\\n", "\n").splitlines()]
-    meaningful = [line for line in lines if line and not line.startswith(("^", "File ", "Traceback"))]
-    return (meaningful[-1] if meaningful else text)[:500]
-
 
 def _numeric_metrics_by_site(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> dict[str, dict[str, float]]:
     """``{site id: {metric: value}}`` of the numeric metrics each client reported, in site order."""
@@ -89,6 +73,7 @@ class CheckpointedStrategy(Strategy):
         folder: where checkpoints and history go.
         history: the run's history (loaded from the folder when resuming).
         completed_rounds: rounds finished before this process started (0 for a new run).
+        num_rounds: the run's total rounds (``num-server-rounds``), for the log.
         min_fit_clients: successful clients a round needs before it aggregates.
         fit_config: extra keys every client receives with its training instructions.
         listeners: called with each finished round's record.
@@ -103,6 +88,7 @@ class CheckpointedStrategy(Strategy):
         folder: RunFolder,
         history: RunHistory,
         completed_rounds: int,
+        num_rounds: int,
         min_fit_clients: int,
         fit_config: dict[str, Scalar],
         listeners: tuple[RoundListener, ...] = (),
@@ -114,6 +100,7 @@ class CheckpointedStrategy(Strategy):
         self.folder = folder
         self.history = history
         self.completed_rounds = completed_rounds
+        self.num_rounds = num_rounds
         self.min_fit_clients = min_fit_clients
         self.fit_config = fit_config
         self.listeners = listeners
@@ -143,6 +130,8 @@ class CheckpointedStrategy(Strategy):
     ) -> list[tuple[ClientProxy, FitIns]]:
         number = self._number(server_round)
         self._started = {"round": time.perf_counter()}
+        resumed = f" (Flower's [ROUND {server_round}] of this resumed run)" if self.completed_rounds else ""
+        log.info("round %d of %d: training%s", number, self.num_rounds, resumed)
         instructions = self.inner.configure_fit(number, parameters, client_manager)
         self.history.round(number).clients_selected = len(instructions)
         return self._instructions(number, instructions)
@@ -161,7 +150,7 @@ class CheckpointedStrategy(Strategy):
         record.clients_failed = len(failures)
         # Under SecAgg+ every result carries the (same-sized) aggregate instead of the upload.
         record.bytes_received = sum(len(t) for _, res in ordered for t in res.parameters.tensors)
-        record.failures = [_describe_failure(f) for f in failures]
+        record.failures = [describe_failure(f) for f in failures]
         # Under secure aggregation results carry no per-site metrics: nothing is recorded.
         record.site_training = _numeric_metrics_by_site([(p, r) for p, r in ordered if r.metrics])
         for reason in record.failures:
@@ -200,7 +189,7 @@ class CheckpointedStrategy(Strategy):
             record.aggregated = False
             record.clients_succeeded = report.survivors
             record.clients_failed = report.sampled - report.survivors
-            record.failures = [_describe_failure(Exception(text)) for text in report.failures] + [report.halted]
+            record.failures = [*report.failures, report.halted]
             for reason in record.failures:
                 log.warning("round %d: %s", number, reason)
 
@@ -217,6 +206,7 @@ class CheckpointedStrategy(Strategy):
         record.central = {key: float(value) for key, value in means.items()}
         record.timing["central-validation-seconds"] = time.perf_counter() - started
         is_best = self.history.best_round() == number
+        self.history.write()  # the round's row first: a checkpoint never exists without it
         self.folder.save_round(
             self.model,
             number,
@@ -224,6 +214,7 @@ class CheckpointedStrategy(Strategy):
                 "round": number,
                 "central-metrics": record.central,
                 "central-cases": rows,
+                ROUND_RECORD_KEY: record.to_json(),
                 "optimizer-state": {
                     name: [torch.from_numpy(a) for a in arrays]
                     for name, arrays in export_optimizer_state(self.inner).items()
@@ -262,8 +253,9 @@ class CheckpointedStrategy(Strategy):
             "evaluate", time.perf_counter()
         )
         record.site_evaluation = _numeric_metrics_by_site(results)
-        for failure in failures:
-            log.warning("round %d: a client failed federated evaluation: %s", number, _describe_failure(failure))
+        record.evaluation_failures = [describe_failure(failure) for failure in failures]
+        for reason in record.evaluation_failures:
+            log.warning("round %d: a client failed federated evaluation: %s", number, reason)
         aggregated = self.inner.aggregate_evaluate(number, results, failures)
         self._close_round(number)
         return aggregated

@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from segguided_federation import metric_keys as keys
 from segguided_model.atomic_write import write_text_atomically
@@ -56,6 +56,7 @@ class RoundRecord:
     clients_failed: int = 0
     bytes_received: int = 0
     failures: list[str] = field(default_factory=list)
+    evaluation_failures: list[str] = field(default_factory=list)
     aggregated: bool = True
     timing: dict[str, float] = field(default_factory=dict)
     secure_aggregation: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +72,7 @@ class RoundRecord:
             "clients-failed": self.clients_failed,
             "bytes-received": self.bytes_received,
             "failures": self.failures,
+            "evaluation-failures": self.evaluation_failures,
             "aggregated": self.aggregated,
             "timing": self.timing,
             "secure-aggregation": self.secure_aggregation,
@@ -88,6 +90,7 @@ class RoundRecord:
             clients_failed=int(data.get("clients-failed", 0)),
             bytes_received=int(data.get("bytes-received", 0)),
             failures=list(data.get("failures", [])),
+            evaluation_failures=list(data.get("evaluation-failures", [])),
             aggregated=bool(data.get("aggregated", True)),
             timing=dict(data.get("timing", {})),
             secure_aggregation=dict(data.get("secure-aggregation", {})),
@@ -121,14 +124,35 @@ class RunHistory:
         self.records: dict[int, RoundRecord] = {r.round: r for r in records or []}
 
     @classmethod
-    def load(cls, folder: Path, up_to_round: int) -> "RunHistory":
-        """Read ``metrics.json`` from an interrupted run, keeping rounds ≤ ``up_to_round``."""
+    def load(
+        cls, folder: Path, up_to_round: int, stored_record: Callable[[int], dict[str, Any] | None] = lambda n: None
+    ) -> "RunHistory":
+        """Read ``metrics.json`` from an interrupted run, keeping rounds ≤ ``up_to_round``.
+
+        A round missing from the file (a crash between its checkpoint and the history
+        write) is rebuilt from ``stored_record(round)``, the record its checkpoint holds.
+
+        A round in neither place (``metrics.json`` deleted by hand) stays missing, with a
+        warning: the model resumes correctly, only that row of the history is lost.
+        """
         path = folder / "metrics.json"
-        if not path.exists():
-            return cls(folder)
-        data = json.loads(path.read_text())
-        records = [RoundRecord.from_json(row) for row in data["rounds"] if int(row["round"]) <= up_to_round]
-        return cls(folder, records)
+        rows = json.loads(path.read_text())["rounds"] if path.exists() else []
+        history = cls(folder, [RoundRecord.from_json(row) for row in rows if int(row["round"]) <= up_to_round])
+        for number in range(up_to_round + 1):
+            if number in history.records:
+                continue
+            stored = stored_record(number)
+            if stored is None:
+                log.warning("%s lacks round %d and no checkpoint holds its record: that row stays missing",
+                            path, number)
+                continue
+            log.warning("metrics.json lacked round %d: restored it from that round's checkpoint", number)
+            history.records[number] = RoundRecord.from_json(stored)
+        return history
+
+    def aggregated_rounds(self) -> list[int]:
+        """Rounds (after round 0) that updated the global model."""
+        return [number for number, record in sorted(self.records.items()) if number > 0 and record.aggregated]
 
     def round(self, number: int) -> RoundRecord:
         return self.records.setdefault(number, RoundRecord(round=number))

@@ -64,6 +64,7 @@ from segguided_federation.secure_encoding import (
     carried_metric_keys,
 )
 from segguided_federation.secure_masks import mask_words
+from server.failure_reasons import describe_failure
 from server.privacy_accountant import PrivacyAccountant, add_noise
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,8 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
         settings: protocol parameters.
         on_round: called with the round number (as the workflow counts it) and its report.
         accountant: tracks ε when ``settings.privacy`` is set; built from it when omitted.
+        round_offset: rounds finished before this process (a resumed run), so that the
+            log names the true round; Flower counts this process's rounds from 1.
 
     Raises:
         UnverifiedFlowerError: the installed Flower is not a verified version.
@@ -190,6 +193,7 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
         settings: SecureAggregationSettings,
         on_round: Callable[[int, SecureRoundReport], None] = lambda number, report: None,
         accountant: PrivacyAccountant | None = None,
+        round_offset: int = 0,
     ) -> None:
         require_verified_flower()
         super().__init__(
@@ -204,6 +208,7 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
         self.settings = settings
         self.on_round = on_round
         self.accountant = accountant
+        self.round_offset = round_offset
         if settings.privacy is not None and accountant is None:
             self.accountant = PrivacyAccountant(settings.privacy)
         self._report = SecureRoundReport(round=0)
@@ -223,7 +228,7 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
         current_round = cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][WorkflowKey.CURRENT_ROUND])
         grid = PromptGrid(grid)  # type: ignore[assignment]
         state = SecureWorkflowState()
-        self._report = report = SecureRoundReport(round=current_round)
+        self._report = report = SecureRoundReport(round=current_round + self.round_offset)
         if self.settings.privacy is not None:
             report.delta = self.settings.privacy.delta
             report.epsilon = self.accountant.epsilon() if self.accountant else None
@@ -246,8 +251,8 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
                     "some client needs; the global model is left unchanged"
                 )
                 report.survivors = len(state.active_node_ids)
-                report.failures = [str(failure)[-500:] for failure in state.failures]
-                log.error("round %d: %s", current_round, report.halted)
+                report.failures = [describe_failure(failure) for failure in state.failures]
+                log.error("round %d: %s", current_round + self.round_offset, report.halted)
                 break
         self.on_round(current_round, report)
 
@@ -370,7 +375,7 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
             sums = add_noise(sums, self.settings.privacy.noise_std)
             report.epsilon = self.accountant.spend_round()
             log.info("round %d: differential privacy spent so far: epsilon %.3f at delta %g",
-                     current_round, report.epsilon, self.settings.privacy.delta)
+                     current_round + self.round_offset, report.epsilon, self.settings.privacy.delta)
         updated = [
             (g.astype(np.float64) + s / decoded.weight).astype(g.dtype) for g, s in zip(global_arrays, sums)
         ]
@@ -378,7 +383,7 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
         report.tolerance = codec.tolerance
         count_key = "clients-summed" if self.settings.privacy is not None else keys.TRAIN_CASES
         report.training = {count_key: float(decoded.weight), **decoded.metric_means()}
-        report.failures = [str(failure)[-500:] for failure in state.failures]
+        report.failures = [describe_failure(failure) for failure in state.failures]
 
         parameters = ndarrays_to_parameters(updated)
         for _, fitres in state.legacy_results:

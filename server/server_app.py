@@ -25,39 +25,73 @@ from server.checkpointed_strategy import CheckpointedStrategy
 from server.history import RunHistory
 from server.metrics_exporter import ServerMetrics
 from server.privacy_accountant import PrivacyAccountant
+from server.resumed_round import EvaluateInterruptedRound
 from server.run_folder import RunFolder
 from server.secure_aggregation import (
     SecureAggregationSettings,
     SecureAggregationWorkflow,
 )
+from server.startup_checks import check_data_folders, check_federation_size
 from server.strategies import build_strategy, restore_optimizer_state
+from server.supernode_wait import PatientClientManager, wait_for_supernodes
 
 log = logging.getLogger(__name__)
 
 app = ServerApp()
 
 
+class NothingAggregated(RuntimeError):
+    """Every round of the run failed to aggregate: there is no trained model to keep."""
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     route_to_flower_console()
+    run_server(grid, context)
+
+
+def run_server(grid: Grid, context: Context) -> None:
+    """The ServerApp's work: check the configuration, lock the run folder, run the rounds, keep the results.
+
+    Raises:
+        RunConfigError, StartupCheckError: the run config cannot work (names the key).
+        RunFolderError: the run folder is in use, or cannot be resumed as asked.
+        SuperNodesUnavailable: fewer than min-available-clients SuperNodes within client-wait-timeout.
+        NothingAggregated: no round updated the global model (no final.pt is written).
+        DiskFullError: a checkpoint or the history did not fit on the disk.
+    """
+    log.info(
+        "run %s: if you stop following it (Ctrl-C), it goes on; follow it again with `flwr log %s --stream`, "
+        "stop it with `flwr stop %s`", context.run_id, context.run_id, context.run_id,
+    )
     config = RunConfig.from_flower(context.run_config)
+    check_data_folders(config)
+    with RunFolder.open(config, context.run_id) as folder:
+        log.info("run folder: %s", folder.path)
+        _run_rounds(grid, context, config, folder)
+
+
+def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFolder) -> None:
     device = resolve_device(config.device)
     mixed_precision = resolve_mixed_precision(config.mixed_precision, device)
-    folder = RunFolder.open(config, context.run_id)
-    log.info("run folder: %s", folder.path)
-
     torch.manual_seed(config.seed)
     model = SegGuidedNet.from_config(config.model)
-    resume = folder.resume_point() if config.resume else None
+    resume = folder.resume_point() if config.resume and not config.overwrite else None
     completed_rounds = 0
     history = RunHistory(folder.path)
     if resume is not None:
         model = load_checkpoint(resume.checkpoint).model
         completed_rounds = resume.round
-        history = RunHistory.load(folder.path, up_to_round=completed_rounds)
+        history = RunHistory.load(folder.path, up_to_round=completed_rounds, stored_record=folder.round_record)
+        history.write()
+        folder.ensure_best(history.best_round())
         log.info("resuming %s after round %d", folder.path, completed_rounds)
     folder.write_config(config)
 
+    supernodes = wait_for_supernodes(
+        lambda: len(grid.get_node_ids()), config.min_available_clients, config.client_wait_timeout, "run start"
+    )
+    check_federation_size(config, supernodes)
     validator = CentralValidator(central_validation_cases(config), config.patch_size, device, mixed_precision)
     inner = build_strategy(config, ndarrays_to_parameters(model_to_arrays(model)))
     if resume is not None:
@@ -77,28 +111,55 @@ def main(grid: Grid, context: Context) -> None:
         folder=folder,
         history=history,
         completed_rounds=completed_rounds,
+        num_rounds=config.num_server_rounds,
         min_fit_clients=config.min_fit_clients,
         fit_config={keys.RUN_SEED: config.seed},
         listeners=listeners,
     )
-
-    remaining = config.num_server_rounds - completed_rounds
-    if remaining > 0:
-        legacy_context = LegacyContext(context, config=ServerConfig(num_rounds=remaining), strategy=strategy)
-        fit_workflow = None
-        if config.secure_aggregation:
-            settings = SecureAggregationSettings.from_run_config(config)
-            fit_workflow = SecureAggregationWorkflow(
-                settings,
-                on_round=strategy.record_secure_round,
-                accountant=PrivacyAccountant(settings.privacy, rounds=completed_rounds) if settings.privacy else None,
+    try:
+        remaining = config.num_server_rounds - completed_rounds
+        if remaining > 0:
+            legacy_context = LegacyContext(
+                context,
+                config=ServerConfig(num_rounds=remaining),
+                strategy=strategy,
+                client_manager=PatientClientManager(config.client_wait_timeout),
             )
-        DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy_context)
-    folder.save_final(strategy.model, extra={"round": config.num_server_rounds, "run-folder": str(folder.path)})
+            fit_workflow = None
+            if config.secure_aggregation:
+                settings = SecureAggregationSettings.from_run_config(config)
+                fit_workflow = SecureAggregationWorkflow(
+                    settings,
+                    on_round=strategy.record_secure_round,
+                    accountant=PrivacyAccountant(settings.privacy, rounds=completed_rounds) if settings.privacy else None,
+                    round_offset=completed_rounds,
+                )
+            interrupted = resume is not None and config.fraction_evaluate > 0 and (
+                not history.round(completed_rounds).site_evaluation
+            )
+            DefaultWorkflow(fit_workflow=EvaluateInterruptedRound(fit_workflow, pending=interrupted))(
+                grid, legacy_context
+            )
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+    _finish(config, folder, history, strategy.model)
+
+
+def _finish(config: RunConfig, folder: RunFolder, history: RunHistory, model: SegGuidedNet) -> None:
+    """Write ``final.pt`` and the closing log line, or fail the run if no round aggregated."""
+    aggregated = history.aggregated_rounds()
+    if not aggregated:
+        reasons = sorted({reason for record in history.records.values() for reason in record.failures})
+        raise NothingAggregated(
+            f"no round of this run updated the global model ({config.num_server_rounds} round(s) tried), so no "
+            f"final.pt was written; the clients' reasons: {'; '.join(reasons[:5]) or 'none recorded'} "
+            f"(history in {folder.path / 'metrics.json'})"
+        )
+    folder.save_final(model, extra={"round": config.num_server_rounds, "run-folder": str(folder.path)})
     best = history.best_round()
-    log.info("run finished: %d rounds, best central mean Dice %.3f in round %s; outputs in %s",
-             config.num_server_rounds,
+    skipped = config.num_server_rounds - len(aggregated)
+    log.info("run finished: %d rounds (%d aggregated%s), best central mean Dice %.3f in round %s; outputs in %s",
+             config.num_server_rounds, len(aggregated), f", {skipped} not" if skipped else "",
              history.records[best].central[DICE_MEAN_KEY] if best is not None else float("nan"),
              best, folder.path)
-    if endpoint is not None:
-        endpoint.close()

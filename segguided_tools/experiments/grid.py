@@ -38,7 +38,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from segguided_federation.config_model import (
     KebabModel,
     describe_validation_error,
-    kebab_case,
+    known_keys,
+    nearest_key,
 )
 from segguided_federation.run_config import RunConfig, RunConfigError
 from segguided_model.data.partitions import FETS_PARTITIONS
@@ -49,6 +50,7 @@ RESERVED_RUN_CONFIG_KEYS: dict[str, str] = {
     "output-dir": "runs are written under the results folder",
     "run-name": "each experiment's run is named after the experiment",
     "resume": "the runner resumes interrupted runs itself",
+    "overwrite": "the runner resumes interrupted runs and never replaces finished ones",
     "seed": "set [grid] seeds instead",
     "synthetic-sites": "set [data] synthetic-sites instead",
     "synthetic-cases-per-site": "set [data] synthetic-cases-per-site instead",
@@ -73,7 +75,7 @@ class GridError(ValueError):
 
 def run_config_keys() -> set[str]:
     """Every key ``RunConfig`` accepts, kebab-case."""
-    return {field.alias or kebab_case(name) for name, field in RunConfig.model_fields.items()}
+    return set(known_keys(RunConfig))
 
 
 class DataSpec(KebabModel):
@@ -221,7 +223,9 @@ class ExperimentGrid(KebabModel):
             if key in RESERVED_RUN_CONFIG_KEYS:
                 problems.append(f"{key!r} is set by the experiment runner ({RESERVED_RUN_CONFIG_KEYS[key]})")
             elif key not in known:
-                problems.append(f"{key!r} is not a run-config key (segguided_federation/run_config.py RunConfig)")
+                suggestion = nearest_key(key, sorted(known))
+                hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+                problems.append(f"{key!r} is not a run-config key (segguided_federation/run_config.py RunConfig){hint}")
         if problems:
             raise ValueError("; ".join(problems))
         try:

@@ -1,0 +1,46 @@
+"""Completing the round a crash interrupted: its federated evaluation, before a resumed run trains on."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from flwr.compat.server.typing import Workflow
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.server.workflow.default_workflows import (
+    default_evaluate_workflow,
+    default_fit_workflow,
+)
+from flwr.serverapp import Grid
+
+
+class EvaluateInterruptedRound:
+    """A fit workflow that first runs the federated evaluation the resumed checkpoint's round lacks.
+
+    A ServerApp killed after round ``k``'s checkpoint but before its federated evaluation
+    ended resumes from round ``k`` without it. Before the resumed run's first training
+    round, this sends round ``k``'s model (still the global model then) to the sites for
+    evaluation, with Flower's own evaluate workflow at the run's round 0, which
+    ``CheckpointedStrategy`` counts as round ``k``; every later call only trains.
+
+    Args:
+        fit_workflow: the run's fit workflow (Flower's default, or secure aggregation).
+        pending: whether the resumed round still needs its federated evaluation.
+    """
+
+    def __init__(self, fit_workflow: Workflow | None, pending: bool) -> None:
+        self.fit_workflow = fit_workflow or default_fit_workflow
+        self.pending = pending
+
+    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+        if self.pending:
+            self.pending = False
+            configs = context.state.config_records[MAIN_CONFIGS_RECORD]
+            current = cast(int, configs[WorkflowKey.CURRENT_ROUND])
+            configs[WorkflowKey.CURRENT_ROUND] = 0
+            try:
+                default_evaluate_workflow(grid, context)
+            finally:
+                configs[WorkflowKey.CURRENT_ROUND] = current
+        self.fit_workflow(grid, context)

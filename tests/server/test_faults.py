@@ -1,0 +1,216 @@
+"""Runs that tell the truth, under faults injected into real federations.
+
+A ServerApp is killed (SIGKILL, ``tests/fault_injection_app.py``) at four moments of a
+round and resumed; two runs are submitted for one folder; data folders are missing or
+broken; the output disk fills up; too few SuperNodes connect. Every run is a real
+``flwr run`` simulation on a private SuperLink, with a few seconds of training.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from federation_harness import LocalFederation, open_local_federation, tiny_run_config
+
+from segguided_model.checkpoint import load_checkpoint
+from segguided_model.state_arrays import model_to_arrays
+from segguided_tools.launcher import RunFailed, run_logs, run_status, wait_for_run
+from segguided_tools.local_simulation import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+ROUNDS = 3
+KILL_POINTS = ("training@2", "checkpoint-write@2", "after-checkpoint@2", "evaluation@2")
+DETERMINISTIC_KEYS = (
+    "round", "central", "site-evaluation", "clients-selected", "clients-succeeded", "clients-failed", "failures",
+    "evaluation-failures", "aggregated",
+)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory) -> LocalFederation:
+    local = open_local_federation(tmp_path_factory.mktemp("federation"))
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="module")
+def fault_app(tmp_path_factory) -> Path:
+    """A copy of the project whose ServerApp dies where run-config ``fault-point`` says."""
+    app = tmp_path_factory.mktemp("fault-app")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (PROJECT_ROOT / name).is_file():
+            (app / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, app / name)
+    pyproject = app / "pyproject.toml"
+    text = pyproject.read_text()
+    for old, new in (
+        ('serverapp = "server.server_app:app"', 'serverapp = "tests.fault_injection_app:app"'),
+        ('clientapp = "client.client_app:app"', 'clientapp = "tests.fault_injection_app:client_app"'),
+        ("[tool.flwr.app.config]\n", '[tool.flwr.app.config]\nfault-point = ""\n'),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    pyproject.write_text(text)
+    return app
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def reference(federation, runs) -> tuple[Path, str]:
+    """An uninterrupted run: the history and model every killed-and-resumed run must reach."""
+    outcome = federation.run(tiny_run_config(runs, **{"run-name": "reference", "num-server-rounds": ROUNDS}))
+    return runs / "reference", outcome.run_id
+
+
+def _history(run_folder: Path) -> list[dict]:
+    rounds = json.loads((run_folder / "metrics.json").read_text())["rounds"]
+    comparable = []
+    for record in rounds:
+        row = {key: record.get(key) for key in DETERMINISTIC_KEYS}
+        secure = record.get("secure-aggregation") or {}
+        row["secure"] = {key: secure.get(key) for key in ("survivors", "aggregated", "halted", "training")}
+        comparable.append(row)
+    return comparable
+
+
+def _assert_close(actual, expected, path: str) -> None:
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and sorted(actual) == sorted(expected), f"{path}: keys differ"
+        for key in expected:
+            _assert_close(actual[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{path}: lengths differ"
+        for index, (a, e) in enumerate(zip(actual, expected)):
+            _assert_close(a, e, f"{path}[{index}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, abs=1e-6), f"{path}: {actual} != {expected}"
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+def _kill(federation: LocalFederation, fault_app: Path, output: Path, name: str, point: str) -> None:
+    """Run until the ServerApp kills itself at ``point``, then stop the dead run."""
+    settings = {"run-name": name, "num-server-rounds": ROUNDS, "fault-point": point}
+    run_id = federation.start(tiny_run_config(output, **settings), app_dir=fault_app)
+    marker = output / f"{name}.killed"
+    deadline = time.monotonic() + 600
+    while not marker.exists() and not run_status(run_id, fault_app, federation.env).startswith("finished"):
+        assert time.monotonic() < deadline, f"the ServerApp was not killed at {point}"
+        time.sleep(1)
+    assert marker.exists(), f"run {run_id} ended before its ServerApp was killed at {point}"
+    # The SuperLink would notice the dead ServerApp only after its heartbeat timeout.
+    subprocess.run(["flwr", "stop", run_id], cwd=fault_app, env=federation.env, capture_output=True, timeout=120)
+    with pytest.raises(RunFailed):
+        wait_for_run(run_id, fault_app, federation.env, timeout=300)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_history_and_model(federation, fault_app, runs,
+                                                                                  reference, point):
+    name = f"killed-{point.split('@')[0]}"
+    _kill(federation, fault_app, runs, name, point)
+    federation.run(tiny_run_config(runs, **{"run-name": name, "num-server-rounds": ROUNDS, "resume": True}))
+
+    folder, (expected_folder, _) = runs / name, reference
+    _assert_close(_history(folder), _history(expected_folder), "history")
+    for resumed, uninterrupted in zip(model_to_arrays(load_checkpoint(folder / "final.pt").model),
+                                      model_to_arrays(load_checkpoint(expected_folder / "final.pt").model)):
+        np.testing.assert_allclose(resumed, uninterrupted, atol=1e-6)
+    assert load_checkpoint(folder / "best.pt").extra["round"] == load_checkpoint(expected_folder / "best.pt").extra[
+        "round"]
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_the_run_tells_how_to_follow_or_stop_it_when_the_stream_is_interrupted(federation, reference):
+    _, run_id = reference
+    logs = run_logs(run_id, PROJECT_ROOT, federation.env)
+    assert f"flwr log {run_id} --stream" in logs and f"flwr stop {run_id}" in logs
+
+
+def test_resume_with_every_checkpoint_unreadable_fails_naming_them(federation, runs, reference):
+    broken = runs / "unreadable"
+    shutil.copytree(reference[0], broken)
+    for checkpoint in broken.glob("round-*.pt"):
+        checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    history = (broken / "metrics.json").read_text()
+    with pytest.raises(RunFailed, match=r"round-0002\.pt, round-0003\.pt\) are all unreadable.*overwrite=true"):
+        federation.run(tiny_run_config(runs, **{"run-name": "unreadable", "num-server-rounds": ROUNDS, "resume": True}))
+    assert (broken / "metrics.json").read_text() == history  # nothing was started over
+
+
+def test_two_runs_for_one_folder_leave_it_to_one_of_them(federation, runs):
+    first = federation.start(tiny_run_config(runs, **{"run-name": "shared", "num-server-rounds": 1,
+                                                       "learning-rate": 0.001}))
+    second = federation.start(tiny_run_config(runs, **{"run-name": "shared", "num-server-rounds": 1,
+                                                        "learning-rate": 0.005}))
+    outcomes = {}
+    for run_id, rate in ((first, 0.001), (second, 0.005)):
+        try:
+            wait_for_run(run_id, PROJECT_ROOT, federation.env, timeout=600)
+            outcomes[rate] = "completed"
+        except RunFailed as error:
+            outcomes[rate] = str(error)
+    completed = [rate for rate, outcome in outcomes.items() if outcome == "completed"]
+    assert len(completed) == 1, outcomes
+    refused = next(outcome for outcome in outcomes.values() if outcome != "completed")
+    assert "is in use by run" in refused or "already holds checkpoints" in refused
+    stored = json.loads((runs / "shared" / "config.json").read_text())
+    assert stored["learning-rate"] == completed[0]
+    assert load_checkpoint(runs / "shared" / "final.pt").extra["round"] == 1
+
+
+def test_a_missing_data_dir_fails_at_start_naming_the_key(federation, tmp_path):
+    settings = {"data-dir": str(tmp_path / "no-such-sites"), "server-validation-dir": str(tmp_path)}
+    with pytest.raises(RunFailed, match=r"data-dir .*no-such-sites does not exist"):
+        federation.run(tiny_run_config(tmp_path / "runs", **settings))
+
+
+def test_a_run_whose_rounds_all_fail_ends_failed_without_a_final_model(federation, reference, tmp_path):
+    sites = tmp_path / "sites"
+    for number in (1, 2, 3):
+        (sites / f"site-{number}" / "BraTS-GLI-00001-000").mkdir(parents=True)
+        (sites / f"site-{number}" / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t1n.nii.gz").write_bytes(b"junk")
+    validation = next(federation.cache.glob("synthetic-*/validation"))  # the reference run's
+    settings = {"run-name": "untrainable", "data-dir": str(sites), "server-validation-dir": str(validation)}
+    with pytest.raises(RunFailed, match="no round of this run updated the global model"):
+        federation.run(tiny_run_config(tmp_path / "runs", **settings))
+    folder = tmp_path / "runs" / "untrainable"
+    assert not (folder / "final.pt").exists()
+    rounds = json.loads((folder / "metrics.json").read_text())["rounds"]
+    assert [r["aggregated"] for r in rounds[1:]] == [False, False]
+
+
+def test_too_few_supernodes_fail_the_run_naming_min_available_clients(federation, tmp_path):
+    settings = {"min-available-clients": 4, "client-wait-timeout": 3.0}
+    with pytest.raises(RunFailed, match=r"only 3 SuperNode\(s\) connected .* min-available-clients=4"):
+        federation.run(tiny_run_config(tmp_path, **settings))
+
+
+def test_a_full_output_disk_is_named_in_the_runs_status(federation, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        with pytest.raises(RunFailed, match=r"ended 'finished:failed': .*cannot write .*: no space left on its disk"):
+            federation.run(tiny_run_config(disk, **{"run-name": "full", "num-server-rounds": 1}))
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
