@@ -19,5 +19,7 @@ def client_fn(context: Context) -> Client:
     return SiteClient(node_config, RunConfig.from_flower(context.run_config)).to_client()
 
 
-# The mod masks each training upload under secure aggregation and passes everything else on.
-app = ClientApp(client_fn=client_fn, mods=[secure_update_mod])
+MODS = (secure_update_mod,)
+"""The ClientApp's mods, outermost first: the secure-aggregation mod masks each training upload."""
+
+app = ClientApp(client_fn=client_fn, mods=list(MODS))
