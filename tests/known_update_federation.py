@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from flwr.app import Context
@@ -80,6 +81,7 @@ def known_update_federation(
     cases: dict[int, int] = CASES,
     seed: int = 0,
     strategy: Strategy | None = None,
+    on_round: Callable[[int, SecureRoundReport], None] = lambda number, report: None,
     **grid_options,
 ) -> KnownUpdateFederation:
     """A federation of ``cases``' hospitals (node id → training cases) running the app's client mods.
@@ -89,6 +91,7 @@ def known_update_federation(
         cases: training cases per node id.
         seed: seeds the updates, losses and initial model.
         strategy: the server's strategy (default: FedAvg over every client, failures accepted).
+        on_round: also called with each round's report (the reports are kept in ``reports`` too).
         grid_options: passed to ``InProcessGrid`` (``silence``, ``node_configs``, ``outgoing``, ``incoming``).
     """
     rng = np.random.default_rng(seed)
@@ -109,7 +112,7 @@ def known_update_federation(
     reports: list[SecureRoundReport] = []
     workflow = SecureAggregationWorkflow(
         SecureAggregationSettings.from_run_config(RunConfig.from_flower(config)),
-        on_round=lambda number, report: reports.append(report),
+        on_round=lambda number, report: (reports.append(report), on_round(number, report)),
     )
     return KnownUpdateFederation(
         grid, legacy_context(grid, strategy, initial), workflow, initial, updates, losses, dict(cases), reports

@@ -101,3 +101,12 @@ def test_secure_aggregation_needs_two_clients_per_round():
 def test_impossible_secure_aggregation_values_are_named(key, value):
     with pytest.raises(RunConfigError, match=key):
         RunConfig.from_flower({**_app_config(), key: value})
+
+
+def test_differential_privacy_needs_every_client_in_every_round():
+    """Flower samples max(int(N·f), min-fit-clients) clients: not the rate f an accountant would be given."""
+    with pytest.raises(RunConfigError, match="fraction-fit"):
+        RunConfig.from_flower(
+            {**_app_config(), "differential-privacy": True, "fraction-fit": 0.1, "min-fit-clients": 2}
+        )
+    assert RunConfig.from_flower({**_app_config(), "differential-privacy": True}).fraction_fit == 1.0

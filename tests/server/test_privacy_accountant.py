@@ -22,3 +22,17 @@ def test_epsilon_grows_with_rounds_and_shrinks_with_more_noise():
     assert high_noise.epsilon() < spent[-1]
     resumed = PrivacyAccountant(PrivacySettings(1.0, 1.0, 1e-5, 1.0), rounds=3)
     assert resumed.epsilon() == pytest.approx(spent[-1])
+
+
+def test_noise_comes_from_the_operating_systems_random_source(monkeypatch):
+    """NumPy's generators are not cryptographically secure; the noise must not use them."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("noise drawn from a NumPy generator")
+
+    monkeypatch.setattr(np.random, "default_rng", refuse)
+    monkeypatch.setattr(np.random, "normal", refuse)
+    drawn = []
+    monkeypatch.setattr("os.urandom", lambda size: drawn.append(size) or bytes(range(256)) * (size // 256 + 1))
+    add_noise([np.zeros(1000)], std=0.3)
+    assert sum(drawn) >= 1000 * 8  # at least 64 random bits per noised value
