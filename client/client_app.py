@@ -6,6 +6,7 @@ from flwr.app import Context
 from flwr.client import Client
 from flwr.clientapp import ClientApp
 
+from client.failure_redaction import redact_failures_mod
 from client.secure_update_mod import secure_update_mod
 from client.site_client import SiteClient
 from client.site_config import resolve_node_config
@@ -19,7 +20,7 @@ def client_fn(context: Context) -> Client:
     return SiteClient(node_config, RunConfig.from_flower(context.run_config)).to_client()
 
 
-MODS = (secure_update_mod,)
-"""The ClientApp's mods, outermost first: the secure-aggregation mod masks each training upload."""
+MODS = (redact_failures_mod, secure_update_mod)
+"""The ClientApp's mods, outermost first: failures leave only as their rule; training uploads are masked."""
 
 app = ClientApp(client_fn=client_fn, mods=list(MODS))

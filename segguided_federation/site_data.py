@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from segguided_federation.redaction import RedactedError
 from segguided_federation.run_config import RunConfig
 from segguided_federation.synthetic_data import synthetic_federation
 from segguided_model.data.layouts import CaseRecord
@@ -20,8 +21,8 @@ from segguided_model.data.split import split_cases
 log = logging.getLogger(__name__)
 
 
-class SiteError(RuntimeError):
-    """The site's data cannot be used; the message says which folder and why."""
+class SiteError(RedactedError, RuntimeError):
+    """The site's data cannot be used: ``public`` says why by rule, ``private`` names the folder and counts."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ def load_site(node_config: Mapping[str, Any], config: RunConfig) -> Site:
     labelled = [case for case in report.valid if case.has_label]
     if not labelled:
         raise SiteError(
-            f"{site_id}: no labelled case in {data_dir} passed the QA gate "
-            f"({len(report.rejected)} rejected); run `segguided qa {data_dir}` for details"
+            f"{site_id}: no labelled case passed the QA gate; run `segguided qa` on the site's data folder",
+            f"data folder {data_dir}, {len(report.rejected)} cases rejected",
         )
     training, validation = split_cases(labelled, config.validation_fraction, config.seed)
     return Site(site_id, data_dir, list(training), list(validation), list(report.rejected), cache_dir)

@@ -31,7 +31,12 @@ from segguided_model.checkpoint import load_checkpoint, save_checkpoint
 log = logging.getLogger(__name__)
 
 ROUND_CHECKPOINT = re.compile(r"^round-(\d{4,})\.pt$")
-SETTINGS_FIXED_ON_RESUME = ("model-base-width", "model-levels", "model-encoder-blocks", "model-skip-merge", "deep-supervision", "strategy", "seed")
+SETTINGS_FIXED_ON_RESUME = (
+    "model-base-width", "model-levels", "model-encoder-blocks", "model-skip-merge", "deep-supervision", "strategy", "seed",
+    # The privacy budget replays the finished rounds with the current settings: they must be the ones spent.
+    "differential-privacy", "dp-noise-multiplier", "dp-clipping-norm", "dp-delta",
+    "fraction-fit", "min-fit-clients", "min-available-clients",
+)
 
 
 class RunFolderError(RuntimeError):

@@ -52,7 +52,8 @@ def test_the_server_receives_nothing_it_can_read_one_client_update_from():
     for message in uploads:
         node = message.metadata.src_node_id
         # Nothing in plaintext: no weight arrays, no case count, no per-site metrics.
-        assert all(len(record) == 0 for record in message.content.array_records.values())
+        arrays = [array for record in message.content.array_records.values() for array in record.values()]
+        assert all(len(array.data) == 0 for array in arrays)  # Flower's placeholder for no parameters
         assert message.content.metric_records["fitres.num_examples"]["num_examples"] == 0
         assert len(message.content.config_records["fitres.metrics"]) == 0
         (vector,) = [bytes_to_ndarray(b) for b in message.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]]
@@ -107,7 +108,11 @@ def test_too_few_survivors_halt_the_round_and_the_next_round_proceeds():
 
 
 def test_an_update_beyond_the_clipping_range_fails_that_client_loudly():
-    federation = known_update_federation(run_config={"secure-aggregation-clipping-range": 0.01})
+    """The hospitals accept a range this tight (their floor is lowered), and their updates exceed it."""
+    floor = {"secure-aggregation-lowest-clipping-range": 0.001}
+    federation = known_update_federation(
+        run_config={"secure-aggregation-clipping-range": 0.01}, node_configs={n: floor for n in CASES}
+    )
     global_before = global_model(federation.context)
     after = federation.run()
     report = federation.reports[0]

@@ -179,7 +179,7 @@ def test_asking_again_after_the_round_yields_no_second_kind_of_share():
     assert not _recovered(federation)
 
 
-def _impostor_entry(federation_identities, folder):
+def _impostor_entry(folder):
     """Keys for a made-up node 99, signed by an identity key that is not on the roster."""
     from segguided_federation.secure_identity import IdentityKey, key_binding_message
     from segguided_federation.secure_protocol import SessionId
@@ -211,12 +211,15 @@ def test_without_a_roster_the_report_says_keys_are_not_bound():
 def test_a_neighbour_off_the_roster_or_badly_signed_is_refused(tmp_path, deviation):
     unregistered = (4,) if deviation == "unregistered" else ()
     identities = registered_identities(tmp_path, CASES, unregistered=unregistered)
+    if unregistered:  # node 4 signs with a key no roster lists (and checks none itself)
+        del identities[4]["secure-aggregation-roster"]
 
     def outgoing(stage, message):
         if stage != Stage.SHARE_KEYS or message.metadata.dst_node_id != 1:
             return message
-        if deviation == "invented neighbour":
-            _configs(message)["99"] = _impostor_entry(identities, tmp_path)
+        if deviation == "invented neighbour":  # in place of node 4, so the count still fits
+            del _configs(message)["4"]
+            _configs(message)["99"] = _impostor_entry(tmp_path)
         elif deviation == "keys swapped under a real signature":
             entry = list(_configs(message)["2"])
             entry[0] = public_key_to_bytes(generate_key_pairs()[1])
