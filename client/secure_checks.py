@@ -86,6 +86,8 @@ def check_setup(policy: SecureAggregationPolicy, configs: Mapping[str, Any], dif
             more shares than clients; a threshold not above half of the shares or above their
             number; without DP, ranges below the hospital's lowest accepted ones.
     """
+    if type(configs.get(Key.MAX_WEIGHT)) is not float:
+        raise SecureAggregationRefused(f"malformed setup request: {Key.MAX_WEIGHT} is not a float")
     sample, shares, threshold = (int(configs[k]) for k in (Key.SAMPLE_NUMBER, Key.SHARE_NUMBER, Key.THRESHOLD))
     values = f"{sample} clients, {shares} shares, threshold {threshold}"
     if min(sample, shares) < policy.secure_aggregation_min_clients:

@@ -77,6 +77,7 @@ from client.secure_checks import (
 )
 from client.secure_policy import SecureAggregationPolicy
 from client.secure_session import KEY_SHARE, SEED_SHARE, SessionRecord
+from client.site_config import resolve_node_config
 from segguided_federation.differential_privacy import clip_update
 from segguided_federation.flower_pin import require_verified_flower
 from segguided_federation.redaction import RedactedError
@@ -140,7 +141,7 @@ def secure_update_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable)
             )
         return call_next(msg, ctxt)
 
-    policy = SecureAggregationPolicy.from_node_config(ctxt.node_config)
+    policy = SecureAggregationPolicy.from_node_config(resolve_node_config(ctxt.node_config))
     session = _session_of(msg)
     record = SessionRecord.load(ctxt.state)
     configs = msg.content.config_records[RECORD_KEY_CONFIGS]
@@ -201,7 +202,10 @@ def _setup_keys(
 ) -> dict:
     """Check the session's parameters, make fresh SecAgg+ key pairs and sign them."""
     require_verified_flower()
-    check_configs(Stage.SETUP, configs)  # Flower's own type checks
+    try:
+        check_configs(Stage.SETUP, configs)  # Flower's own checks: keys present, types
+    except (KeyError, TypeError) as error:  # their messages name Flower's keys and types only
+        raise SecureAggregationRefused(f"malformed setup request: {error}") from None
     check_setup(policy, configs, config.differential_privacy)
     roster = policy.roster()
     identity = policy.identity()

@@ -13,7 +13,11 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
     Stage,
 )
 from flwr.supercore.primitives.asymmetric import generate_key_pairs, public_key_to_bytes
-from known_update_federation import known_update_federation
+from known_update_federation import (
+    CASES,
+    known_update_federation,
+    registered_identities,
+)
 
 
 def _setup(sample: int, shares: int, threshold: int, max_weight: float = 1000.0, clipping: float = 1.0) -> dict:
@@ -98,3 +102,18 @@ def test_a_second_setup_for_a_round_already_started_is_refused():
     assert not federation.grid.ask(1, _setup(4, 4, 3), server_round=1, stage=Stage.SETUP).has_error()
     assert "round" in _refusal(federation.grid.ask(1, _setup(4, 4, 3), server_round=1, stage=Stage.SETUP))
     assert not federation.grid.ask(1, _setup(4, 4, 3), server_round=2, stage=Stage.SETUP).has_error()
+
+
+def test_the_roster_and_identity_key_come_from_the_hospitals_site_config_file(tmp_path):
+    identities = registered_identities(tmp_path / "keys", CASES)
+    node_configs = {}
+    for node, settings in identities.items():
+        site = tmp_path / f"site-{node}.toml"
+        lines = [f'data-path = "{tmp_path}"'] + [f'{key} = "{value}"' for key, value in settings.items()]
+        site.write_text("\n".join(lines) + "\n")
+        node_configs[node] = {"site-config": str(site)}
+
+    federation = known_update_federation(node_configs=node_configs)
+    federation.run()
+
+    assert federation.reports[0].aggregated and federation.reports[0].key_binding == "roster"

@@ -60,3 +60,29 @@ def test_missing_and_malformed_files_are_named(tmp_path):
 def test_the_deploy_example_is_valid():
     config = SiteConfig.load(DEPLOY_EXAMPLE)
     assert config.metrics_port > 0 and config.metrics_file is not None
+
+
+def test_secure_aggregation_policy_keys_reach_the_node_config_with_paths_resolved(tmp_path):
+    path = _write(
+        tmp_path,
+        'data-path = "/d"\nsecure-aggregation-identity-key = "keys/supernode.key"\n'
+        'secure-aggregation-roster = "roster.pub"\nsecure-aggregation-min-clients = 5\n',
+    )
+    resolved = resolve_node_config({"site-config": str(path)})
+    assert resolved["secure-aggregation-identity-key"] == str(tmp_path / "keys" / "supernode.key")
+    assert resolved["secure-aggregation-roster"] == str(tmp_path / "roster.pub")
+    assert resolved["secure-aggregation-min-clients"] == 5
+    assert "secure-aggregation-lowest-max-cases" not in resolved  # only what the file sets
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('data-path = "/d"\nsecure-aggregation-min-clients = 2\n', "secure-aggregation-min-clients"),
+        ('data-path = "/d"\nsecure-aggregation-lowest-clipping-range = 0\n', "secure-aggregation-lowest-clipping-range"),
+        ('data-path = "/d"\nsecure-aggregation-roster = "r.pub"\n', "secure-aggregation-identity-key"),
+    ],
+)
+def test_bad_secure_aggregation_settings_are_named(tmp_path, text, key):
+    with pytest.raises(SiteConfigError, match=key):
+        SiteConfig.load(_write(tmp_path, text))

@@ -37,3 +37,12 @@ def test_noise_comes_from_the_operating_systems_random_source(monkeypatch):
     monkeypatch.setattr("os.urandom", lambda size: drawn.append(size) or (bytes(range(256)) * (size // 256 + 1))[:size])
     add_noise([np.zeros(1000)], std=0.3)
     assert sum(drawn) >= 1000 * 8  # at least 64 random bits per noised value
+
+
+def test_the_noise_is_gaussian():
+    from scipy import stats
+
+    from server.privacy_accountant import gaussian_noise
+
+    sample = gaussian_noise((50_001,), std=2.0)
+    assert stats.kstest(sample / 2.0, "norm").pvalue > 1e-4

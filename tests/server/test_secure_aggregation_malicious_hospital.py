@@ -65,6 +65,19 @@ def _bogus_shares(content):
     _configs(content)[Key.SHARE_LIST] = [share[:4] + rng.bytes(len(share) - 4) for share in shares]
 
 
+def _padded(content):
+    _configs(content)["padding"] = b"x" * 200_000
+
+
+def _repeated_owner(content):
+    owners = list(_configs(content)[Key.NODE_ID_LIST])
+    _configs(content)[Key.NODE_ID_LIST] = [owners[0], *owners[:-1]]
+
+
+def _garbage_confirmation(content):
+    _configs(content)["survivors-signature"] = b"not a signature"
+
+
 def _one_word_longer(content):
     vector = bytes_to_ndarray(_configs(content)[Key.MASKED_PARAMETERS][0])
     _configs(content)[Key.MASKED_PARAMETERS] = [ndarray_to_bytes(np.append(vector, np.uint32(5)))]
@@ -90,8 +103,11 @@ MALFORMED = {
     # Node 1 answers first: a wrong length must not make every honest vector look wrong.
     "wrong-length vector arriving first": (Stage.COLLECT_MASKED_VECTORS, 1, _one_word_longer, (2, 3, 4)),
     "no record in the masked-vector reply": (Stage.COLLECT_MASKED_VECTORS, 4, _drop_record, (1, 2, 3)),
-    # In the unmask stage the sender's vector is already in the sum, and stays there.
+    "reply beyond the size cap": (Stage.COLLECT_MASKED_VECTORS, 3, _padded, (1, 2, 4)),
+    # A survivor's vector is in the sum from here on, and stays there.
+    "garbage survivor confirmation": ("consistency-check", 2, _garbage_confirmation, ALL),
     "unequal unmask lists": (Stage.UNMASK, 2, _one_share_short, ALL),
+    "repeated share owner": (Stage.UNMASK, 4, _repeated_owner, ALL),
     "bogus Shamir shares": (Stage.UNMASK, 2, _bogus_shares, ALL),
 }
 
