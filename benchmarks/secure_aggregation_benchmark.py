@@ -47,10 +47,8 @@ from client.secure_update_mod import secure_update_mod  # noqa: E402
 from segguided_federation.run_config import RunConfig  # noqa: E402
 from segguided_model.network import SegGuidedNet  # noqa: E402
 from segguided_model.state_arrays import model_to_arrays  # noqa: E402
-from server.secure_aggregation import (  # noqa: E402
-    SecureAggregationSettings,
-    SecureAggregationWorkflow,
-)
+from server.secure_aggregation import SecureAggregationWorkflow  # noqa: E402
+from server.secure_round import SecureAggregationSettings  # noqa: E402
 
 
 class SmallStepClient(NumPyClient):

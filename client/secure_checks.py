@@ -194,7 +194,7 @@ def check_neighbours(
 def normalise_identity_or_refuse(identity: bytes) -> bytes:
     try:
         return normalise_identity(identity)
-    except (ValueError, TypeError, IndexError):
+    except ValueError:
         raise SecureAggregationRefused("a neighbour's identity is not an ECDSA OpenSSH public key") from None
 
 

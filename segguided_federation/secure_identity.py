@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from segguided_federation.secure_protocol import (
+    KEY_PARSE_ERRORS,
     MAX_IDENTITY_BYTES,
     SessionId,
     encode_fields,
@@ -73,7 +74,7 @@ class IdentityKey:
                 key = serialization.load_ssh_private_key(data, password=None)
             else:
                 key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as error:
+        except KEY_PARSE_ERRORS as error:
             raise IdentityError(f"identity key {path}: not an unencrypted OpenSSH or PEM private key ({error})") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise IdentityError(f"identity key {path}: expected an elliptic-curve (ECDSA) key, got {type(key).__name__}")
@@ -92,6 +93,7 @@ class IdentityKey:
 
     @classmethod
     def from_private_pem(cls, data: bytes) -> "IdentityKey":
+        """The session key kept in the node's state (``private_pem``)."""
         key = serialization.load_pem_private_key(data, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise IdentityError("session key: expected an elliptic-curve private key")
@@ -115,7 +117,7 @@ def verify_signature(identity: bytes, message: bytes, signature: bytes) -> bool:
     """
     try:
         key = serialization.load_ssh_public_key(identity)
-    except (ValueError, TypeError, IndexError):
+    except KEY_PARSE_ERRORS:
         return False
     if not isinstance(key, ec.EllipticCurvePublicKey):
         return False
@@ -132,9 +134,12 @@ def normalise_identity(line: bytes) -> bytes:
     Raises:
         ValueError: not an elliptic-curve OpenSSH public key.
     """
-    if len(line) > MAX_IDENTITY_BYTES:
-        raise ValueError(f"an identity key is at most {MAX_IDENTITY_BYTES} bytes")
-    key = serialization.load_ssh_public_key(b" ".join(line.split()[:2]))
+    if not isinstance(line, bytes) or len(line) > MAX_IDENTITY_BYTES:
+        raise ValueError(f"an identity key is an OpenSSH line of at most {MAX_IDENTITY_BYTES} bytes")
+    try:
+        key = serialization.load_ssh_public_key(b" ".join(line.split()[:2]))
+    except KEY_PARSE_ERRORS as error:
+        raise ValueError(f"not an OpenSSH public key ({type(error).__name__})") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ValueError("expected an ECDSA public key")
     return _openssh_public_bytes(key)
@@ -165,7 +170,7 @@ class Roster:
                 continue
             try:
                 identity = normalise_identity(line.encode())
-            except (ValueError, TypeError, IndexError, UnicodeEncodeError):
+            except (ValueError, UnicodeEncodeError):
                 raise IdentityError(f"roster {source} line {number}: not an ECDSA OpenSSH public key") from None
             parts = line.split(maxsplit=2)
             names[identity] = parts[2] if len(parts) > 2 else f"line {number}"
@@ -190,7 +195,7 @@ class Roster:
     def __contains__(self, identity: bytes) -> bool:
         try:
             return normalise_identity(identity) in self.names
-        except (ValueError, TypeError, IndexError):
+        except ValueError:
             return False
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.common.secure_aggregation.secaggplus_constants import Stage
@@ -68,6 +69,9 @@ MAX_SIGNATURE_BYTES = 256
 MAX_CIPHERTEXT_BYTES = 4096
 MAX_SHARE_BYTES = 1024
 DIGEST_BYTES = 32
+
+KEY_PARSE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, IndexError, UnsupportedAlgorithm)
+"""What ``cryptography`` raises on key bytes it cannot use; untrusted key bytes are parsed under these."""
 
 AGREEMENT_CURVE = ec.SECP384R1
 """Flower 1.42's SecAgg+ key pairs (``flwr.supercore.primitives.asymmetric.generate_key_pairs``)."""
@@ -129,7 +133,10 @@ def load_agreement_key(data: bytes) -> ec.EllipticCurvePublicKey:
     """
     if not isinstance(data, bytes) or len(data) > MAX_PUBLIC_KEY_BYTES:
         raise ValueError(f"expected a PEM public key of at most {MAX_PUBLIC_KEY_BYTES} bytes")
-    key = serialization.load_pem_public_key(data)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except KEY_PARSE_ERRORS as error:
+        raise ValueError(f"not a PEM public key ({type(error).__name__})") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, AGREEMENT_CURVE):
         raise ValueError("expected a P-384 elliptic-curve public key")
     return key

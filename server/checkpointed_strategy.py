@@ -38,7 +38,7 @@ from segguided_model.metrics import DICE_MEAN_KEY
 from segguided_model.state_arrays import load_arrays
 from server.history import RoundRecord, RunHistory
 from server.run_folder import RunFolder
-from server.secure_aggregation import SecureRoundReport
+from server.secure_round import SecureRoundReport
 from server.strategies import export_optimizer_state
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable, cast
 
 import flwr.compat.common.recorddict_compat as compat
@@ -60,9 +59,7 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import Workflow
 from flwr.serverapp.grid import Grid
 
 from segguided_federation import metric_keys as keys
-from segguided_federation.differential_privacy import PrivacySettings
 from segguided_federation.flower_pin import require_verified_flower
-from segguided_federation.run_config import RunConfig
 from segguided_federation.secure_encoding import (
     SUM_BUDGET,
     FixedPointCodec,
@@ -76,23 +73,30 @@ from segguided_federation.secure_protocol import (
     SIGNERS,
     SURVIVORS,
     SessionId,
-    majority_threshold,
 )
 from server.privacy_accountant import PrivacyAccountant, add_noise
 from server.prompt_grid import PromptGrid
 from server.secure_replies import (
-    KeySharesReply,
     ReplyRejected,
-    SetupReply,
     read_key_shares,
     read_masked_vector,
     read_setup,
     read_survivors_signature,
     read_unmask,
 )
+from server.secure_round import (
+    SecureAggregationSettings,
+    SecureRoundReport,
+    SecureWorkflowState,
+    key_binding,
+    neighbour_ring,
+    reconstruction_threshold,
+    repeating_keys,
+    secrets_to_recover,
+    share_count,
+)
 from server.secure_unmasking import (
     KEY,
-    SEED,
     aggregate_violation,
     reconstruct_secrets,
     remove_masks,
@@ -101,93 +105,6 @@ from server.secure_unmasking import (
 log = logging.getLogger(__name__)
 
 MODULUS = 2**32
-
-
-@dataclass(frozen=True)
-class SecureAggregationSettings:
-    """The protocol's parameters, from the ``secure-aggregation-*`` and ``dp-*`` run-config keys.
-
-    Attributes:
-        num_shares: fraction of a round's clients each client shares its secrets with.
-        reconstruction_threshold: fraction of those shares that unmask (raised to a majority).
-        timeout: seconds to wait for replies in each stage.
-        clipping_range: largest ``|Δ|`` per weight (``dp-clipping-norm`` under DP).
-        max_cases: largest case count of one client (1 under DP: unweighted).
-        privacy: central DP parameters, or ``None``.
-    """
-
-    num_shares: float = 1.0
-    reconstruction_threshold: float = 0.6
-    timeout: float | None = 1800.0
-    clipping_range: float = 1.0
-    max_cases: int = 1000
-    privacy: PrivacySettings | None = None
-
-    @classmethod
-    def from_run_config(cls, config: RunConfig) -> "SecureAggregationSettings":
-        privacy = None
-        if config.differential_privacy:
-            privacy = PrivacySettings(
-                noise_multiplier=config.dp_noise_multiplier, clipping_norm=config.dp_clipping_norm, delta=config.dp_delta
-            )
-        return cls(
-            num_shares=config.secure_aggregation_num_shares,
-            reconstruction_threshold=config.secure_aggregation_reconstruction_threshold,
-            timeout=config.secure_aggregation_timeout,
-            clipping_range=privacy.clipping_norm if privacy else config.secure_aggregation_clipping_range,
-            max_cases=1 if privacy else config.secure_aggregation_max_cases,
-            privacy=privacy,
-        )
-
-
-@dataclass
-class SecureRoundReport:
-    """What one secure round revealed and cost; becomes ``secure-aggregation`` in the history.
-
-    ``key-binding`` is ``roster`` when every key holder checked its neighbours against a
-    roster of registered identities, else ``none: ...`` (simulation: keys bound to nothing).
-    """
-
-    round: int
-    sampled: int = 0
-    survivors: int = 0
-    num_shares: int = 0
-    threshold: int = 0
-    key_binding: str = ""
-    aggregated: bool = False
-    halted: str = ""
-    failures: list[str] = field(default_factory=list)
-    training: dict[str, float] = field(default_factory=dict)
-    tolerance: float = 0.0
-    epsilon: float | None = None
-    delta: float | None = None
-    timing: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
-
-
-@dataclass
-class SecureWorkflowState(WorkflowState):
-    """Flower's workflow state plus what our stages add.
-
-    Attributes:
-        session: the run and round every signature and digest is bound to.
-        halt: why the round stopped, if it did.
-        setup_replies: node → its checked keys and identity.
-        key_shares: node → its checked shares and commitments (the key holders).
-        sources: survivor-to-be → the key holders whose shares it was forwarded.
-        survivors: nodes whose masked vectors are in the sum.
-        signers: survivor → its signature of the survivor set.
-    """
-
-    session: SessionId = SessionId(0, 0)
-    halt: str = ""
-    setup_replies: dict[int, SetupReply] = field(default_factory=dict)
-    key_shares: dict[int, KeySharesReply] = field(default_factory=dict)
-    sources: dict[int, list[int]] = field(default_factory=dict)
-    survivors: list[int] = field(default_factory=list)
-    signers: dict[int, bytes] = field(default_factory=dict)
 
 
 class SecureAggregationWorkflow(SecAggPlusWorkflow):
@@ -314,15 +231,10 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
         if len(sampled) < 2:
             state.halt = f"the strategy sampled {len(sampled)} client(s); secure aggregation needs at least 2"
             return False
-        state.num_shares = _share_count(self.settings.num_shares, len(sampled))
-        state.threshold = min(state.num_shares, max(round(self.settings.reconstruction_threshold * state.num_shares),
-                                                    majority_threshold(state.num_shares)))
+        state.num_shares = share_count(self.settings.num_shares, len(sampled))
+        state.threshold = reconstruction_threshold(self.settings.reconstruction_threshold, state.num_shares)
         random.SystemRandom().shuffle(sampled)
-        half = state.num_shares >> 1
-        state.nid_to_neighbours = {
-            node: {sampled[(index + offset) % len(sampled)] for offset in range(-half, half + 1)}
-            for index, node in enumerate(sampled)
-        }
+        state.nid_to_neighbours = neighbour_ring(sampled, state.num_shares)
         state.sampled_node_ids = set(sampled)
         parameters_record = {
             Key.SAMPLE_NUMBER: len(sampled),
@@ -340,12 +252,12 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
                 state.setup_replies[node] = read_setup(_reply_of(replies, node), state.session)
             except ReplyRejected as rejected:
                 self._fail(state, node, Stage.SETUP, str(rejected))
-        for node in _repeating_keys(state.setup_replies):
+        for node in repeating_keys(state.setup_replies):
             self._fail(state, node, Stage.SETUP, "a public key or identity another client also presents")
             del state.setup_replies[node]
         state.active_node_ids = set(state.setup_replies)
         state.nid_to_publickeys = {node: reply.public_keys for node, reply in state.setup_replies.items()}
-        self._report.key_binding = _key_binding(state.setup_replies)
+        self._report.key_binding = key_binding(state.setup_replies)
         if self._report.key_binding != "roster":
             log.warning("round %d: %s", current_round, self._report.key_binding)
         return self._check_threshold(state)
@@ -425,7 +337,7 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
             except ReplyRejected as rejected:
                 self._fail(state, node, CONSISTENCY_CHECK, str(rejected))
         # Every secret to recover needs a threshold of holders that can reveal (they confirmed the set).
-        for owner in _owners(state):
+        for owner in secrets_to_recover(state):
             confirming = len(state.nid_to_neighbours[owner] & set(state.signers))
             if confirming < state.threshold:
                 state.halt = (
@@ -458,7 +370,7 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
                 revealed[node] = read_unmask(_reply_of(replies, node), cast(set[int], owners))
             except ReplyRejected as rejected:
                 self._fail(state, node, Stage.UNMASK, str(rejected))
-        owners = _owners(state)
+        owners = secrets_to_recover(state)
         recovered = reconstruct_secrets(
             state.session, owners, revealed,
             {owner: state.key_shares[owner].share_digests for owner in owners},
@@ -531,38 +443,3 @@ def _reply_of(replies: dict[int, Message], node: int) -> Message:
     if node not in replies:
         raise ReplyRejected("no reply within secure-aggregation-timeout")
     return replies[node]
-
-
-def _share_count(fraction: float, clients: int) -> int:
-    """Shares per secret for ``clients`` sampled: Flower's rule (odd, at least 3 or everyone)."""
-    shares = round(fraction * clients)
-    if shares < clients and shares % 2 == 0:
-        shares += 1
-    return clients if shares <= 2 else min(shares, clients)
-
-
-def _repeating_keys(replies: dict[int, SetupReply]) -> set[int]:
-    """Nodes presenting a public key or identity that another node presents too."""
-    holders: dict[bytes, set[int]] = {}
-    for node, reply in replies.items():
-        for key in {*reply.public_keys, reply.identity}:
-            holders.setdefault(key, set()).add(node)
-    return {node for nodes in holders.values() if len(nodes) > 1 for node in nodes}
-
-
-def _key_binding(replies: dict[int, SetupReply]) -> str:
-    unbound = sum(reply.key_binding != "roster" for reply in replies.values())
-    if replies and not unbound:
-        return "roster"
-    return (
-        f"none: {unbound} of {len(replies)} clients check no secure-aggregation-roster, so their neighbours' keys "
-        "are not bound to registered hospitals (simulation only)"
-    )
-
-
-def _owners(state: SecureWorkflowState) -> dict[int, str]:
-    """Whose secret the unmasking needs: every survivor's seed, and the key of every key holder
-    that dropped out after a survivor added a pairwise mask with it."""
-    survivors = set(state.survivors)
-    dropped = {source for s in state.survivors for source in state.sources[s]} - survivors
-    return {**{n: SEED for n in survivors}, **{n: KEY for n in dropped}}

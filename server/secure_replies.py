@@ -146,11 +146,11 @@ def read_setup(reply: Message, session: SessionId) -> SetupReply:
     for key, value in zip((Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2), keys):
         try:
             load_agreement_key(value)
-        except (ValueError, TypeError):
+        except ValueError:
             raise ReplyRejected(f"{key} is not a PEM P-384 public key") from None
     try:
         identity = normalise_identity(_value(configs, IDENTITY, bytes, MAX_IDENTITY_BYTES))
-    except (ValueError, TypeError, IndexError):
+    except ValueError:
         raise ReplyRejected(f"{IDENTITY} is not an ECDSA OpenSSH public key") from None
     signature = _value(configs, KEY_SIGNATURE, bytes, MAX_SIGNATURE_BYTES)
     if not verify_signature(identity, key_binding_message(session, reply.metadata.src_node_id, *keys), signature):

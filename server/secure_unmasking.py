@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares
 from flwr.common.secure_aggregation.crypto.symmetric_encryption import (
     generate_shared_key,
@@ -27,6 +28,7 @@ from flwr.supercore.primitives.asymmetric import bytes_to_private_key
 from segguided_federation.secure_encoding import METRIC_BOUND, DecodedSum
 from segguided_federation.secure_masks import mask_words
 from segguided_federation.secure_protocol import (
+    KEY_PARSE_ERRORS,
     SessionId,
     load_agreement_key,
     seed_digest,
@@ -58,7 +60,9 @@ def _secret_checks_out(kind: str, secret: bytes, owner_seed_digest: bytes, owner
         return seed_digest(session, owner, secret) == owner_seed_digest
     try:
         private_key = bytes_to_private_key(secret)
-    except (ValueError, TypeError):
+    except KEY_PARSE_ERRORS:
+        return False
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey):
         return False
     return private_key.public_key().public_numbers() == load_agreement_key(owner_public_key).public_numbers()
 
@@ -105,7 +109,7 @@ def reconstruct_secrets(
             return result
         try:
             secret = combine_shares(genuine[:threshold])
-        except ValueError:
+        except (ValueError, IndexError, TypeError):  # shares the owner committed to but that do not combine
             secret = b""
         if not _secret_checks_out(kind, secret, seed_digests.get(owner, b""), public_keys[owner], session, owner):
             result.failure = f"node {owner}'s {kind} reconstructed from genuine shares does not match its commitment"

@@ -26,10 +26,8 @@ from server.history import RunHistory
 from server.metrics_exporter import ServerMetrics
 from server.privacy_accountant import PrivacyAccountant
 from server.run_folder import RunFolder
-from server.secure_aggregation import (
-    SecureAggregationSettings,
-    SecureAggregationWorkflow,
-)
+from server.secure_aggregation import SecureAggregationWorkflow
+from server.secure_round import SecureAggregationSettings
 from server.strategies import build_strategy, restore_optimizer_state
 
 log = logging.getLogger(__name__)

@@ -23,11 +23,8 @@ from client.client_app import MODS
 from segguided_federation.run_config import RunConfig
 from segguided_federation.secure_encoding import FixedPointCodec
 from segguided_tools.credentials import create_supernode_key_pair
-from server.secure_aggregation import (
-    SecureAggregationSettings,
-    SecureAggregationWorkflow,
-    SecureRoundReport,
-)
+from server.secure_aggregation import SecureAggregationWorkflow
+from server.secure_round import SecureAggregationSettings, SecureRoundReport
 
 SHAPES = [(6, 5), (7,), (2, 3, 4)]
 CASES = {1: 12, 2: 3, 3: 30, 4: 7}

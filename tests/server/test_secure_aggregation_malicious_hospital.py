@@ -46,6 +46,10 @@ def _garbage_public_key(content):
     _configs(content)[Key.PUBLIC_KEY_2] = b"-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n"
 
 
+def _unknown_identity_type(content):
+    _configs(content)["identity"] = b"ssh-foo AAAA"
+
+
 def _garbage_vector(content):
     _configs(content)[Key.MASKED_PARAMETERS] = [b"\x93NUMPY garbage bytes"]
 
@@ -98,6 +102,7 @@ MALFORMED = {
     "no SecAgg record": (Stage.SETUP, 3, _drop_record, (1, 2, 4)),
     "setup reply without public key": (Stage.SETUP, 2, _drop_public_key, (1, 3, 4)),
     "garbage public key": (Stage.SETUP, 4, _garbage_public_key, (1, 2, 3)),
+    "identity key of an unknown type": (Stage.SETUP, 1, _unknown_identity_type, (2, 3, 4)),
     "unequal share lists": (Stage.SHARE_KEYS, 3, _one_ciphertext_short, (1, 2, 4)),
     "garbage vector bytes": (Stage.COLLECT_MASKED_VECTORS, 2, _garbage_vector, (1, 3, 4)),
     # Node 1 answers first: a wrong length must not make every honest vector look wrong.
