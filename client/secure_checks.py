@@ -133,7 +133,6 @@ def _neighbour_entries(configs: Mapping[str, Any]) -> Neighbours:
 
 
 def check_neighbours(
-    policy: SecureAggregationPolicy,
     roster: Roster | None,
     state: SecAggPlusState,
     own_entry: tuple[bytes, bytes, bytes, bytes],
@@ -142,8 +141,10 @@ def check_neighbours(
 ) -> Neighbours:
     """The key-sharing neighbours the server announced, each bound to its identity.
 
+    Fewer neighbours than clients at setup are allowed (a client may drop out of setup),
+    down to the threshold, which must stay above half of them.
+
     Args:
-        policy: this hospital's rules.
         roster: the registered identities, or None (simulation: signatures are checked
             against the key each neighbour presents, which binds nothing).
         state: Flower's SecAgg+ state after setup (this node's id, share number, threshold).
@@ -156,19 +157,14 @@ def check_neighbours(
 
     Raises:
         SecureAggregationRefused: a malformed entry; this hospital missing or misquoted;
-            fewer neighbours than ``secure-aggregation-min-clients`` or more than the shares;
-            a threshold not above half of them; a repeated key or identity; a key that is not
+            more neighbours than shares; a threshold not above half of them or above their
+            number; a repeated key or identity; a key that is not
             P-384; an identity not on ``secure-aggregation-roster``; a signature that fails.
     """
     neighbours = _neighbour_entries(configs)
     count = len(neighbours)
     if neighbours.get(state.nid) != own_entry:
         raise SecureAggregationRefused("the neighbour list does not quote this hospital's own keys", f"node {state.nid}")
-    if count < policy.secure_aggregation_min_clients:
-        raise SecureAggregationRefused(
-            "fewer key-sharing neighbours than this hospital's secure-aggregation-min-clients",
-            f"{count} neighbours; minimum {policy.secure_aggregation_min_clients}",
-        )
     if count > state.share_num or not majority_threshold(count) <= state.threshold <= count:
         raise SecureAggregationRefused(
             "the neighbours must be at most the shares, and the threshold more than half of them and at most "

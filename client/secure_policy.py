@@ -2,8 +2,9 @@
 
 Keys (kebab-case, in the site config or ``--node-config``):
 
-* ``secure-aggregation-min-clients`` (3): the fewest clients and key-sharing neighbours a
-  session may have. Below 3, one other hospital can read this one's update from the sum.
+* ``secure-aggregation-min-clients`` (3): the fewest clients and shares a session may be
+  announced with. Below 3, one other hospital can read this one's update from the sum.
+  Clients lost during the round may leave fewer survivors, down to the threshold.
 * ``secure-aggregation-lowest-max-cases`` (1000) and ``secure-aggregation-lowest-clipping-range``
   (1.0): the smallest ``secure-aggregation-max-cases`` / ``secure-aggregation-clipping-range``
   this hospital accepts from the server. A server that set them lower would learn from

@@ -158,9 +158,8 @@ def secure_update_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable)
     if stage == Stage.SETUP:
         result = _setup_keys(state, record, policy, configs, msg, RunConfig.from_flower(ctxt.run_config))
     elif stage == Stage.SHARE_KEYS:
-        roster = policy.roster()
         own = (state.pk1, state.pk2, record.own_identity, record.own_signature)
-        neighbours = check_neighbours(policy, roster, state, own, configs, session)
+        neighbours = check_neighbours(policy.roster(), state, own, configs, session)
         result = share_secrets(state, record, neighbours, session)
     elif stage == Stage.COLLECT_MASKED_VECTORS:
         record.sources = check_forwarded_shares(record, state, configs)

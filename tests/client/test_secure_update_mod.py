@@ -83,7 +83,7 @@ def _signed_stranger(node: int, server_round: int) -> list[bytes]:
     return [pk1, pk2, identity.public_bytes, identity.sign(key_binding_message(SessionId(1, server_round), node, pk1, pk2))]
 
 
-def test_key_sharing_with_fewer_neighbours_than_the_minimum_is_refused():
+def test_key_sharing_with_fewer_neighbours_than_the_threshold_is_refused():
     from segguided_federation.secure_protocol import IDENTITY, KEY_SIGNATURE
 
     federation = known_update_federation()
@@ -94,7 +94,7 @@ def test_key_sharing_with_fewer_neighbours_than_the_minimum_is_refused():
         "7": _signed_stranger(7, 1),
     }
     reply = federation.grid.ask(1, neighbours, server_round=1, stage=Stage.SHARE_KEYS)
-    assert "secure-aggregation-min-clients" in _refusal(reply)
+    assert "threshold more than half of them and at most their number" in _refusal(reply)
 
 
 def test_a_second_setup_for_a_round_already_started_is_refused():

@@ -80,6 +80,16 @@ def test_a_client_that_stops_answering_after_key_sharing_leaves_the_survivors_av
     assert reports[0].training["train-cases"] == sum(CASES[n] for n in survivors)
 
 
+def test_a_client_lost_during_setup_leaves_a_smaller_session_that_aggregates():
+    """3 sampled, one lost before it sent keys: 2 neighbours, threshold 2 (a majority), as a killed SuperNode."""
+    cases = {1: 5, 2: 6, 3: 7}
+    silent = lambda stage, node, rnd: node == 3 and stage == Stage.SETUP
+    federation = known_update_federation(cases=cases, silence=silent)
+    result = federation.run()
+    _assert_close(result, federation.fedavg([1, 2]), FixedPointCodec(3, 1000, 1.0).tolerance + 1e-7)
+    assert federation.reports[0].aggregated and federation.reports[0].survivors == 2
+
+
 def test_a_client_that_fails_during_unmasking_is_still_summed():
     silent = lambda stage, node, rnd: node == 2 and stage == Stage.UNMASK
     federation = known_update_federation(silence=silent)
