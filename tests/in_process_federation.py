@@ -2,7 +2,8 @@
 
 The transport is the only stand-in: every message is serialised to Flower's protobuf
 and back in both directions (so no object is shared between server and clients), every
-reply the server receives is kept for inspection, bytes are counted per node, and a
+reply the server receives is kept for inspection, bytes and client time are counted per
+node (and client time per stage), and a
 test may make chosen nodes stop answering at a chosen stage (as a timed-out hospital would).
 
 Attack tests use two hooks: ``outgoing`` rewrites what the server sends (a deviating
@@ -73,6 +74,7 @@ class InProcessGrid(Grid):
     contexts: dict[int, Context] = field(default_factory=dict)
     silenced: set[int] = field(default_factory=set)
     client_seconds: dict[int, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     _outbox: dict[str, Message] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -139,7 +141,9 @@ class InProcessGrid(Grid):
             reply = self.apps[node_id](delivered, self.contexts[node_id])
         except Exception as error:  # the ClientApp runtime turns exceptions into error replies
             reply = Message(Error(code=0, reason=f"{type(error).__name__}: {error}"), reply_to=delivered)
-        self.client_seconds[node_id] += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.client_seconds[node_id] += elapsed
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + elapsed
         received, size = _copy(self.incoming(stage, reply))
         self.bytes_received[node_id] += size
         self.received.append((stage, received))
