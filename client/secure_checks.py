@@ -32,6 +32,7 @@ from segguided_federation.secure_protocol import (
     SIGNATURES,
     SIGNERS,
     STAGES,
+    SURVIVORS,
     SessionId,
     load_agreement_key,
     majority_threshold,
@@ -217,14 +218,14 @@ def check_forwarded_shares(record: SessionRecord, state: SecAggPlusState, config
     return sources
 
 
-def check_survivors(record: SessionRecord, state: SecAggPlusState, configs: Mapping[str, Any], key: str) -> list[int]:
+def check_survivors(record: SessionRecord, state: SecAggPlusState, configs: Mapping[str, Any]) -> list[int]:
     """The survivor set this hospital is asked to confirm; returns it sorted.
 
     Raises:
         SecureAggregationRefused: not distinct node ids, this hospital missing, or fewer of
             its share holders among them than the threshold.
     """
-    survivors = _int_list(configs, key)
+    survivors = _int_list(configs, SURVIVORS)
     if state.nid not in survivors:
         raise SecureAggregationRefused("the survivor set leaves out this hospital")
     holders = set(record.sources) | {state.nid}

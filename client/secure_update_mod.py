@@ -97,7 +97,6 @@ from segguided_federation.secure_protocol import (
     SEED_DIGEST,
     SHARE_DIGESTS,
     SHARE_HOLDERS,
-    SURVIVORS,
     SURVIVORS_SIGNATURE,
     SessionId,
     seed_digest,
@@ -174,7 +173,7 @@ def secure_update_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable)
         )
         result = {Key.MASKED_PARAMETERS: [ndarray_to_bytes(vector)]}
     elif stage == CONSISTENCY_CHECK:
-        record.survivors = check_survivors(record, state, configs, SURVIVORS)
+        record.survivors = check_survivors(record, state, configs)
         result = {SURVIVORS_SIGNATURE: _signing_key(record, policy).sign(survivors_message(session, record.survivors))}
     else:
         result = reveal_shares(state, record, check_unmask_request(record, state, configs, session))
