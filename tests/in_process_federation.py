@@ -117,7 +117,9 @@ class InProcessGrid(Grid):
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        return [self._outbox.pop(message_id) for message_id in list(message_ids) if message_id in self._outbox]
+        """The replies to ``message_ids`` that are in, in the order they arrived."""
+        wanted = set(message_ids)
+        return [self._outbox.pop(message_id) for message_id in list(self._outbox) if message_id in wanted]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         return self.pull_messages(self.push_messages(messages))

@@ -37,7 +37,8 @@ def _hospital_values(federation) -> list[str]:
     for node, cases in federation.cases.items():
         values.append(rf"(?<![\d.]){cases}(?![\d])")
         for largest in (float(np.max(np.abs(u))) for u in federation.updates[node]):
-            values += [re.escape(format(largest, spec)) for spec in (".3g", ".4g", ".6g")] + [re.escape(repr(largest))]
+            written = [format(largest, spec) for spec in (".3g", ".4g", ".6g")] + [repr(largest)]
+            values += [rf"(?<![\d.]){re.escape(text)}(?!\d)" for text in written]  # not inside a longer number
     return values
 
 
