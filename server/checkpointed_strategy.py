@@ -190,8 +190,9 @@ class CheckpointedStrategy(Strategy):
     def record_secure_round(self, server_round: int, report: SecureRoundReport) -> None:
         """Keep what a secure round revealed: survivors, aggregate training metrics, epsilon, stage times.
 
-        A halted round (fewer survivors than the reconstruction threshold) never reaches
-        ``aggregate_fit``; it is recorded here as not aggregated, with the reason.
+        A halted round (too few survivors, a secret that cannot be recovered, or a decoded
+        sum no honest clients could produce) never reaches ``aggregate_fit``; it is recorded
+        here as not aggregated, with the reason.
         """
         number = self._number(server_round)
         record = self.history.round(number)
