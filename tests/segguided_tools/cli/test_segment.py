@@ -12,7 +12,7 @@ import torch
 
 import segguided_tools.cli.segment as segment
 from segguided_model.inference import VolumePrediction
-from segguided_model.labels import CONVENTIONS
+from segguided_model.labels import CONVENTIONS, region_masks
 from segguided_tools.cli.main import main
 
 
