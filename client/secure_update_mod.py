@@ -14,8 +14,10 @@ the site's ``fit`` result into one masked uint32 vector:
 
 The plaintext weights, case count and metrics never leave: the reply carries only the
 masked vector. Messages without SecAgg+ configs (federated evaluation, or a run with
-``secure-aggregation=false``) pass through, unless the node config sets
-``require-secure-aggregation=true``, in which case a plain training request is refused.
+``secure-aggregation=false``) pass through, except that a hospital refuses a plain
+training request unless its own site config sets ``allow-plain-training=true``
+(``client.site_config.plain_training_allowed``; a simulation's node, which has no site
+config, follows the run config).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from flwr.supercore.primitives.asymmetric import (
     bytes_to_public_key,
 )
 
+from client.site_config import plain_training_allowed
 from segguided_federation.differential_privacy import clip_update
 from segguided_federation.flower_pin import require_verified_flower
 from segguided_federation.run_config import RunConfig
@@ -72,11 +75,7 @@ log = logging.getLogger(__name__)
 
 
 class PlainTrainingRefused(RuntimeError):
-    """This node requires secure aggregation and was asked to upload plain weights."""
-
-
-def _requires_secure_aggregation(node_config) -> bool:
-    return str(node_config.get("require-secure-aggregation", "false")).lower() in ("1", "true", "yes")
+    """This hospital was asked to upload plain weights and its site config does not allow it."""
 
 
 def secure_update_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
@@ -84,10 +83,10 @@ def secure_update_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable)
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, ctxt)
     if RECORD_KEY_CONFIGS not in msg.content.config_records:
-        if _requires_secure_aggregation(ctxt.node_config):
+        if not plain_training_allowed(ctxt.node_config):
             raise PlainTrainingRefused(
-                "node config require-secure-aggregation=true, but the server asked for plain training "
-                "(run config secure-aggregation=false?)"
+                "plain training (without secure aggregation) refused: this hospital's site config does not set "
+                "allow-plain-training=true (run config secure-aggregation=false?)"
             )
         return call_next(msg, ctxt)
 

@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from segguided_tools.cli import (
+    app_digest,
     certs,
     evaluate,
     experiment,
@@ -24,7 +25,7 @@ from segguided_tools.cli import (
 )
 from segguided_tools.cli.command_error import CommandError
 
-SUBCOMMANDS = (segment, evaluate, qa, synth, certs, supernode_key, experiment)
+SUBCOMMANDS = (segment, evaluate, qa, synth, certs, supernode_key, app_digest, experiment)
 """Every sub-command module, in the order ``--help`` lists them."""
 
 
