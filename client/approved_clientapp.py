@@ -30,6 +30,7 @@ from flwr.common.logger import log
 from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
 
 from client.app_approval import AppNotApprovedError, check_app_approved
+from client.metrics_exporter import record_failure
 from client.site_config import SITE_CONFIG_KEY, SiteConfig, SiteConfigError
 from segguided_federation.flower_pin import VERIFIED_FLOWER_VERSIONS
 
@@ -63,12 +64,25 @@ class ApprovalCheck:
         """Wrap Flower's ``install_from_fab`` so that only an approved bundle is installed."""
 
         def install(fab_content: bytes, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            digest = self.verify(fab_content)
+            try:
+                digest = self.verify(fab_content)
+            except AppNotApprovedError:
+                self.count_refusal()
+                raise
             log(INFO, "app bundle %s is approved by this hospital's site config; loading it", digest)
             forget_project_modules()
             return install_from_fab(fab_content, *args, **kwargs)
 
         return install
+
+    def count_refusal(self) -> None:
+        """Count the refusal in the hospital's metrics file, as the ClientApp counts its own failures."""
+        try:
+            site = SiteConfig.load(str(self.node_config[SITE_CONFIG_KEY]))
+        except (KeyError, SiteConfigError):
+            return
+        if site.metrics_file is not None:
+            record_failure(site.metrics_file, site.site_id or site.data_path.name)
 
     def verify(self, bundle: bytes) -> str:
         """The bundle's digest if this hospital approved it.

@@ -20,7 +20,6 @@ from flwr.supernode.cli.flwr_clientapp import _parse_args_run_flwr_clientapp
 from client.app_approval import (
     AppNotApprovedError,
     app_digest,
-    check_app_approved,
     project_app_digest,
 )
 from client.approved_app_launcher import ApprovedClientAppExecutor, clientapp_command
@@ -144,3 +143,19 @@ def test_the_launcher_starts_clientapps_through_the_check_with_flowers_own_argum
 def test_the_launcher_runs_nothing_but_clientapps():
     result = ApprovedClientAppExecutor().launch(_spec(TaskType.AGENT_APP))
     assert result.status == "failed" and "ClientApps only" in result.message
+
+
+def test_a_refusal_is_counted_in_the_hospitals_metrics_file(tmp_path):
+    from client.metrics_exporter import client_registry
+
+    bundle = _zip(FILES)
+    check = _check(tmp_path, bundle, [])
+    site = Path(check.node_config["site-config"])
+    site.write_text(site.read_text() + 'site-id = "hospital-a"\nmetrics-file = "metrics.json"\n')
+    installed = []
+    with pytest.raises(AppNotApprovedError):
+        check.guarding(lambda content, *args, **kwargs: installed.append(content))(bundle)
+    assert installed == []  # refused before Flower's installer ran
+    assert client_registry(tmp_path / "metrics.json").get_sample_value(
+        "segguided_client_failures_total", {"site": "hospital-a"}
+    ) == 1

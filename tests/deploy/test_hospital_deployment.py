@@ -495,8 +495,9 @@ def test_hospital_exporters_serve_liveness_round_duration_and_failures_only(depl
         assert scrape[("segguided_client_last_round", site)] == (1 if hospital == KILLED else 2)
         assert scrape[("segguided_client_round_duration_seconds", site)] > 0
         assert scrape[("segguided_client_last_update_timestamp_seconds", site)] > time.time() - 3600
-        # hospital-a and -b refused the plain-training run (counted); hospital-c was dead by then.
-        assert scrape[("segguided_client_failures_total", site)] == (0 if hospital == KILLED else 1)
+        # hospital-a and -b refused the plain-training run and the unapproved bundle (each
+        # counted once); hospital-c was dead by then.
+        assert scrape[("segguided_client_failures_total", site)] == (0 if hospital == KILLED else 2)
         names = {name for name, _ in scrape}
         assert not any(word in name for name in names for word in ("loss", "cases", "dice", "hd95")), names
         assert f'segguided_client_last_round{{site="{hospital}"}}' in deployment["client-step-output"][hospital]
