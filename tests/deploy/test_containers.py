@@ -105,6 +105,7 @@ def base_image(docker) -> str:
     if not tarball.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=CACHE) as rootfs:
+            os.chmod(rootfs, 0o755)  # it becomes the image's "/": the containers' user must enter it
             _run(["debootstrap", "--variant=minbase", "bookworm", rootfs, DEBIAN_MIRROR], timeout=1200)
             _run(["tar", "-C", rootfs, "-cf", f"{tarball}.partial", "."], timeout=600)
         os.replace(f"{tarball}.partial", tarball)
