@@ -75,11 +75,28 @@ class ApprovalCheck:
 
         return install
 
+    def site_config(self) -> SiteConfig:
+        """The site config named by the SuperNode's ``--node-config``.
+
+        Raises:
+            AppNotApprovedError: the node config names none, or it cannot be read (the
+                details, with the file's path, go to the hospital's log only).
+        """
+        if SITE_CONFIG_KEY not in self.node_config:
+            raise AppNotApprovedError(
+                "this SuperNode's node config names no site-config, so no app bundle is approved"
+            )
+        try:
+            return SiteConfig.load(str(self.node_config[SITE_CONFIG_KEY]))
+        except SiteConfigError as error:
+            log(ERROR, "%s", error)
+            raise AppNotApprovedError("this hospital's site config cannot be read, so no app bundle is approved") from None
+
     def count_refusal(self) -> None:
         """Count the refusal in the hospital's metrics file, as the ClientApp counts its own failures."""
         try:
-            site = SiteConfig.load(str(self.node_config[SITE_CONFIG_KEY]))
-        except (KeyError, SiteConfigError):
+            site = self.site_config()
+        except AppNotApprovedError:
             return
         if site.metrics_file is not None:
             record_failure(site.metrics_file, site.site_id or site.data_path.name)
@@ -91,15 +108,7 @@ class ApprovalCheck:
             AppNotApprovedError: no site config, an unreadable one, a bundle that is not the
                 one announced, or a digest the site config does not list.
         """
-        if SITE_CONFIG_KEY not in self.node_config:
-            raise AppNotApprovedError(
-                "this SuperNode's node config names no site-config, so no app bundle is approved"
-            )
-        try:
-            site = SiteConfig.load(str(self.node_config[SITE_CONFIG_KEY]))
-        except SiteConfigError as error:
-            log(ERROR, "%s", error)  # the details (the file's path) stay in the hospital's log
-            raise AppNotApprovedError("this hospital's site config cannot be read, so no app bundle is approved") from None
+        site = self.site_config()
         if hashlib.sha256(bundle).hexdigest() != self.announced_hash:
             raise AppNotApprovedError("the app bundle's content does not match the hash it was announced with")
         return check_app_approved(bundle, site.approved_app_digests)
