@@ -10,6 +10,7 @@ from client.failure_redaction import redact_failures_mod
 from client.secure_update_mod import secure_update_mod
 from client.site_client import SiteClient
 from client.site_config import resolve_node_config
+from client.training_failure_mod import training_failure_mod
 from segguided_federation.logging_setup import route_to_flower_console
 from segguided_federation.run_config import RunConfig
 
@@ -20,7 +21,9 @@ def client_fn(context: Context) -> Client:
     return SiteClient(node_config, RunConfig.from_flower(context.run_config)).to_client()
 
 
-MODS = (redact_failures_mod, secure_update_mod)
-"""The ClientApp's mods, outermost first: failures leave only as their rule; training uploads are masked."""
+MODS = (redact_failures_mod, training_failure_mod, secure_update_mod)
+"""The ClientApp's mods, outermost first: a failure leaves only as its rule; failed training
+requests are counted for the hospital's exporter; secure aggregation masks each training
+upload and passes everything else on."""
 
 app = ClientApp(client_fn=client_fn, mods=list(MODS))

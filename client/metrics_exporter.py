@@ -1,16 +1,20 @@
-"""Prometheus metrics of one hospital: the last local training round, served by a long-lived exporter.
+"""Prometheus metrics of one hospital, for the hospital's own eyes: alive, last round, its duration, failures.
 
 A SuperNode starts a fresh ClientApp process for every message, so an HTTP endpoint
 inside the ClientApp would exist only while it trains. Instead the ClientApp records its
-last round in a small JSON file (``metrics-file``; ``record_round``) and this exporter, a
-process that runs beside the SuperNode, serves that file's values on every scrape:
+last round (``record_round``) and every failed training request (``record_failure``) in a
+small JSON file (``metrics-file``), and this exporter, a process that runs beside the
+SuperNode, serves that file's values on every scrape:
 
     python -m client.metrics_exporter --site-config /etc/segguided/site.toml
     python -m client.metrics_exporter --metrics-file FILE --port 9401 [--host 127.0.0.1]
 
-Exposed (all labelled ``site``): local loss, training cases, steps per second, peak
-device memory (label ``device``: ``cuda`` or ``cpu``, the latter the process's peak RSS),
-the last round number and when it was recorded.
+Exposed (all labelled ``site``): the last round trained and when, its duration, the
+failed training requests and when the last one happened, and the peak device memory
+(label ``device``: ``cuda``, or ``cpu`` for the process's peak RSS). Nothing derived from
+the site's data: no case counts, losses or evaluation metrics. The exporter binds
+``127.0.0.1`` by default and the coordinator does not scrape it: what a hospital's
+monitoring shows stays at the hospital.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from client.site_config import SiteConfig, SiteConfigError
@@ -37,41 +41,68 @@ log = logging.getLogger(__name__)
 
 # metrics-file key -> (Prometheus name, help)
 GAUGES = {
-    "loss": ("segguided_client_loss", "Mean local training loss of the last round"),
-    "train-cases": ("segguided_client_training_cases", "Training cases used in the last round (FedAvg weight)"),
-    "steps-per-second": ("segguided_client_steps_per_second", "Local optimiser steps per second in the last round"),
     "server-round": ("segguided_client_last_round", "The server round this site trained last"),
     "recorded-at": ("segguided_client_last_update_timestamp_seconds", "When the last round was recorded (Unix time)"),
+    "round-seconds": ("segguided_client_round_duration_seconds", "Wall time of the last local training round"),
+    "last-failure-at": ("segguided_client_last_failure_timestamp_seconds", "When a training request last failed (Unix time)"),
 }
+FAILURES = ("failures", "segguided_client_failures", "Training requests this site failed (refusals included)")
 
 
-def record_round(path: Path, server_round: int, metrics: Mapping[str, object]) -> None:
-    """Write the last round's figures for the exporter (atomically: a scrape never sees half a file).
+def _read_state(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
 
-    Args:
-        path: the site's ``metrics-file``.
-        server_round: the round just trained.
-        metrics: the fit metrics the client reports (``site-id``, ``loss``, ``train-cases``, ...).
-    """
-    if "device-memory-peak-bytes" in metrics:
-        device, memory = "cuda", float(metrics["device-memory-peak-bytes"])  # type: ignore[arg-type]
-    else:
-        # ru_maxrss is in KiB on Linux: the ClientApp process's peak resident memory.
-        device, memory = "cpu", float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    state = {
-        "site-id": str(metrics.get("site-id", "")),
-        "server-round": server_round,
-        "loss": float(metrics.get("loss", float("nan"))),  # type: ignore[arg-type]
-        "train-cases": int(metrics.get("train-cases", 0)),  # type: ignore[arg-type]
-        "steps-per-second": float(metrics.get("steps-per-second", 0.0)),  # type: ignore[arg-type]
-        "device": device,
-        "device-memory-peak-bytes": memory,
-        "recorded-at": time.time(),
-    }
+
+def _write_state(path: Path, state: Mapping[str, object]) -> None:
     try:
         write_text_atomically(Path(path), json.dumps(state, indent=2))
     except OSError as error:  # monitoring must never fail a training round
         log.warning("cannot write metrics-file %s: %s", path, error)
+
+
+def record_round(path: Path, server_round: int, metrics: Mapping[str, object]) -> None:
+    """Record a finished local round for the exporter (atomically: a scrape never sees half a file).
+
+    Of the round's fit metrics only the site id, the round's duration and the device's peak
+    memory are kept; the failure count recorded so far is carried over.
+
+    Args:
+        path: the site's ``metrics-file``.
+        server_round: the round just trained.
+        metrics: the fit metrics the client reports (``segguided_federation.metric_keys``).
+    """
+    # Imported here: the metric keys module loads torch, which the exporter process does not need.
+    from segguided_federation import metric_keys as keys
+
+    if keys.DEVICE_MEMORY_PEAK_BYTES in metrics:
+        device, memory = "cuda", float(metrics[keys.DEVICE_MEMORY_PEAK_BYTES])  # type: ignore[arg-type]
+    else:
+        # ru_maxrss is in KiB on Linux: the ClientApp process's peak resident memory.
+        device, memory = "cpu", float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    previous = _read_state(path)
+    _write_state(path, {
+        **{key: previous[key] for key in ("failures", "last-failure-at") if key in previous},
+        "site-id": str(metrics.get(keys.SITE_ID, previous.get("site-id", ""))),
+        "server-round": server_round,
+        "round-seconds": float(metrics.get(keys.CLIENT_SECONDS, 0.0)),  # type: ignore[arg-type]
+        "device": device,
+        "device-memory-peak-bytes": memory,
+        "recorded-at": time.time(),
+    })
+
+
+def record_failure(path: Path, site_id: str) -> None:
+    """Count one failed training request (any stage, refusals included) in the site's ``metrics-file``."""
+    state = _read_state(path)
+    state.update({
+        "site-id": state.get("site-id") or site_id,
+        "failures": int(state.get("failures", 0)) + 1,
+        "last-failure-at": time.time(),
+    })
+    _write_state(path, state)
 
 
 class ClientMetricsCollector(Collector):
@@ -80,10 +111,9 @@ class ClientMetricsCollector(Collector):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            state = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        state = _read_state(self.path)
+        if not state:
             return  # no round yet (or the file is unreadable): an empty scrape, not an error page
         site = str(state.get("site-id", ""))
         for key, (name, documentation) in GAUGES.items():
@@ -91,6 +121,10 @@ class ClientMetricsCollector(Collector):
                 family = GaugeMetricFamily(name, documentation, labels=["site"])
                 family.add_metric([site], float(state[key]))
                 yield family
+        key, name, documentation = FAILURES
+        failures = CounterMetricFamily(name, documentation, labels=["site"])
+        failures.add_metric([site], float(state.get(key, 0)))
+        yield failures
         if "device-memory-peak-bytes" in state:
             family = GaugeMetricFamily(
                 "segguided_client_device_memory_peak_bytes",

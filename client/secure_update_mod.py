@@ -15,9 +15,12 @@ rules (``client/secure_checks.py``, settings from ``client/secure_policy.py``):
 5. **unmask**: reveals one kind of share per neighbour, only if the request matches the
    survivor set that a threshold of its neighbours confirmed.
 
-Messages without SecAgg+ configs (federated evaluation, or a run with
-``secure-aggregation=false``) pass through, unless the node config sets
-``require-secure-aggregation=true``, in which case a plain training request is refused.
+The plaintext weights, case count and metrics never leave: the reply carries only the
+masked vector. Messages without SecAgg+ configs (federated evaluation, or a run with
+``secure-aggregation=false``) pass through, except that a hospital refuses a plain
+training request unless its own site config sets ``allow-plain-training=true``
+(``client.site_config.plain_training_allowed``; a simulation's node, which has no site
+config, follows the run config).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ from client.secure_checks import (
 )
 from client.secure_policy import SecureAggregationPolicy
 from client.secure_session import KEY_SHARE, SEED_SHARE, SessionRecord
-from client.site_config import resolve_node_config
+from client.site_config import plain_training_allowed, resolve_node_config
 from segguided_federation.differential_privacy import clip_update
 from segguided_federation.flower_pin import require_verified_flower
 from segguided_federation.redaction import RedactedError
@@ -107,11 +110,7 @@ log = logging.getLogger(__name__)
 
 
 class PlainTrainingRefused(RedactedError):
-    """This node requires secure aggregation and was asked to upload plain weights."""
-
-
-def _requires_secure_aggregation(node_config) -> bool:
-    return str(node_config.get("require-secure-aggregation", "false")).lower() in ("1", "true", "yes")
+    """This hospital was asked to upload plain weights and its site config does not allow it."""
 
 
 def _session_of(msg: Message) -> SessionId:
@@ -133,10 +132,10 @@ def secure_update_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable)
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, ctxt)
     if RECORD_KEY_CONFIGS not in msg.content.config_records:
-        if _requires_secure_aggregation(ctxt.node_config):
+        if not plain_training_allowed(ctxt.node_config):
             raise PlainTrainingRefused(
-                "node config require-secure-aggregation=true, but the server asked for plain training "
-                "(run config secure-aggregation=false?)"
+                "plain training (without secure aggregation) refused: this hospital's site config does not set "
+                "allow-plain-training=true (run config secure-aggregation=false?)"
             )
         return call_next(msg, ctxt)
 

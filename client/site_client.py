@@ -11,6 +11,7 @@ from flwr.client import NumPyClient
 from flwr.common import NDArrays, Scalar
 
 from client.metrics_exporter import record_round
+from client.site_config import evaluation_metrics_shared
 from segguided_federation import metric_keys as keys
 from segguided_federation.local_training import round_seed, train_local_round
 from segguided_federation.run_config import RunConfig
@@ -80,6 +81,10 @@ class SiteClient(NumPyClient):
         return model_to_arrays(model), len(site.training_cases), metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
+        if self.config.differential_privacy or not evaluation_metrics_shared(self.node_config):
+            # The site's validation results stay here (site config share-evaluation-metrics, off by
+            # default, and never under DP): the server learns only that they were withheld.
+            return 0.0, 0, {keys.EVALUATION_WITHHELD: 1}
         site = load_site(self.node_config, self.config)
         if not site.validation_cases:
             return 0.0, 0, {keys.SITE_ID: site.site_id, keys.EVALUATION_CASES: 0}

@@ -10,8 +10,11 @@ Keys are kebab-case; relative paths are relative to the file::
     cache-dir = "/var/cache/segguided"
     metrics-file = "/var/lib/segguided/client-metrics.json"
     metrics-port = 9401
-    metrics-host = "0.0.0.0"
+    metrics-host = "127.0.0.1"
     label-convention = "brats2023"   # optional: declare what the label values mean
+    allow-plain-training = false     # default: refuse training without secure aggregation
+    share-evaluation-metrics = false # default: keep this site's federated-evaluation metrics
+    approved-app-digests = ["sha256:..."]  # app bundles this hospital reviewed (segguided app-digest)
     # This hospital's rules for secure aggregation (client/secure_policy.py):
     secure-aggregation-identity-key = "/etc/segguided/supernode.key"
     secure-aggregation-roster = "/etc/segguided/roster.pub"
@@ -30,18 +33,23 @@ only those the file sets are passed on (the policy's defaults apply to the rest)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import tomllib
 from pydantic import Field, ValidationError, field_validator
 
+from client.app_approval import APP_DIGEST_PATTERN
 from client.secure_policy import SecureAggregationPolicy
 from segguided_federation.config_model import describe_validation_error
 
 SITE_CONFIG_KEY = "site-config"
+ALLOW_PLAIN_TRAINING = "allow-plain-training"
+SHARE_EVALUATION_METRICS = "share-evaluation-metrics"
 # Node-config keys the site loader and the client read; a site config file provides them.
-NODE_CONFIG_KEYS = ("site-id", "data-path", "cache-dir", "metrics-file", "label-convention",
-                    *SecureAggregationPolicy.keys())
+NODE_CONFIG_KEYS = (
+    "site-id", "data-path", "cache-dir", "metrics-file", "label-convention", ALLOW_PLAIN_TRAINING, SHARE_EVALUATION_METRICS,
+    *SecureAggregationPolicy.keys(),
+)
 
 
 class SiteConfigError(ValueError):
@@ -66,6 +74,12 @@ class SiteConfig(SecureAggregationPolicy):
             ``brats2024``, ``msd``); none by default: the QA gate decides it once from all
             the site's labels, and rejects every labelled case when they disagree.
         secure_aggregation_*: see ``SecureAggregationPolicy``.
+        allow_plain_training: accept training requests without secure aggregation (the
+            server would see this site's weights, case count and losses); off by default.
+        share_evaluation_metrics: send this site's federated-evaluation metrics (case count,
+            Dice, HD95) to the server in plaintext; off by default, and never under DP.
+        approved_app_digests: the app bundles (``sha256:`` content digests, ``segguided
+            app-digest``) this hospital reviewed; its ClientApp launcher refuses any other.
     """
 
     site_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -77,6 +91,11 @@ class SiteConfig(SecureAggregationPolicy):
 
     # Data conventions (issue 16) -----------------------------------------------------------
     label_convention: str | None = None
+
+    # What leaves the hospital, and what code it runs (issue 13) ---------------------------
+    allow_plain_training: bool = False
+    share_evaluation_metrics: bool = False
+    approved_app_digests: tuple[Annotated[str, Field(pattern=APP_DIGEST_PATTERN)], ...] = ()
 
     @field_validator("label_convention")
     @classmethod
@@ -121,14 +140,16 @@ class SiteConfig(SecureAggregationPolicy):
         }
         return config.model_copy(update=resolved)
 
-    def node_config(self) -> dict[str, str | int | float]:
-        """The node-config keys the ClientApp reads (``data-path``, ``site-id``, the policy keys the file sets, ...)."""
+    def node_config(self) -> dict[str, str | bool | int | float]:
+        """The node-config keys the ClientApp reads (``data-path``, ``site-id``, the privacy settings, the policy keys the file sets, ...)."""
         values = {
             "site-id": self.site_id,
             "data-path": self.data_path,
             "cache-dir": self.cache_dir,
             "metrics-file": self.metrics_file,
             "label-convention": self.label_convention,
+            ALLOW_PLAIN_TRAINING: self.allow_plain_training,
+            SHARE_EVALUATION_METRICS: self.share_evaluation_metrics,
         }
         policy_fields = set(SecureAggregationPolicy.model_fields) & self.model_fields_set
         values.update({key.replace("_", "-"): getattr(self, key) for key in sorted(policy_fields)})
@@ -147,3 +168,30 @@ def resolve_node_config(node_config: Mapping[str, Any]) -> dict[str, Any]:
         return resolved
     from_file = SiteConfig.load(Path(str(resolved.pop(SITE_CONFIG_KEY)))).node_config()
     return {**from_file, **resolved}
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "true", "yes")
+
+
+def _hospital_setting(node_config: Mapping[str, Any], key: str) -> bool:
+    """A yes/no setting of a hospital, which only its own site config or ``--node-config`` can turn on.
+
+    A node whose node config names a site config is a hospital: the setting is off unless
+    it says otherwise. A node without one (a simulation's virtual SuperNode) has no such
+    setting, and the run config decides.
+    """
+    resolved = resolve_node_config(node_config)
+    if key in resolved:
+        return _is_true(resolved[key])
+    return SITE_CONFIG_KEY not in node_config
+
+
+def plain_training_allowed(node_config: Mapping[str, Any]) -> bool:
+    """Whether this node accepts a training request without secure aggregation (``allow-plain-training``)."""
+    return _hospital_setting(node_config, ALLOW_PLAIN_TRAINING)
+
+
+def evaluation_metrics_shared(node_config: Mapping[str, Any]) -> bool:
+    """Whether this node sends its federated-evaluation metrics to the server (``share-evaluation-metrics``)."""
+    return _hospital_setting(node_config, SHARE_EVALUATION_METRICS)

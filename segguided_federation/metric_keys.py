@@ -23,7 +23,10 @@ the masked sum, and the server learns their mean over the survivors.
 
 **Evaluation results** (``evaluate``): ``site-id``, ``cases`` (validation cases, also
 the weight of the site's mean) and the summary metrics of ``segguided_model.metrics``
-(``SUMMARY_KEYS``: Dice and HD95 in mm per region and their means).
+(``SUMMARY_KEYS``: Dice and HD95 in mm per region and their means), sent only by a
+hospital whose site config sets ``share-evaluation-metrics=true`` and never under
+differential privacy. Every other site answers ``evaluation-withheld`` (1) with weight 0
+and nothing else; the server then records no per-site figures for it.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ FIT_METRIC_KEYS: tuple[str, ...] = (
 
 # Evaluation results
 EVALUATION_CASES = "cases"
+EVALUATION_WITHHELD = "evaluation-withheld"
 
 EVALUATE_METRIC_KEYS: tuple[str, ...] = (SITE_ID, EVALUATION_CASES, *SUMMARY_KEYS)
 """Keys of every ``evaluate`` result of a site with validation cases."""

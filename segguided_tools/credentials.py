@@ -1,28 +1,30 @@
-"""The federation's credentials: its CA, the SuperLink's TLS certificate and the SuperNodes' keys.
+"""The coordinator's credentials: the federation's CA, the SuperLink's TLS certificate and its SuperExec secret.
 
-One folder holds everything the coordinator creates::
+One folder on the coordinator holds them (``segguided certs OUT_DIR --host ...``)::
 
-    ca.crt, ca.key               the federation's certificate authority
-    server.pem, server.key       the SuperLink's TLS certificate (SANs: its host names and IPs)
-    supernodes/NAME.key, .pub    one SuperNode authentication key pair per hospital
+    ca.crt, ca.key               the federation's certificate authority (keep ca.key offline)
+    server.pem, server.key       the SuperLink's TLS certificate, valid for every --host and for
+                                 localhost/127.0.0.1 (the loopback side the proxy and the flwr CLI use)
+    superexec.secret             the shared secret of the SuperLink and its ServerApp launcher
 
-The SuperLink serves TLS with ``server.pem``/``server.key`` and checks SuperNodes against
-the public keys registered with ``flwr supernode register supernodes/NAME.pub``; each
-hospital receives ``ca.crt`` (to verify the SuperLink) and its own ``supernodes/NAME.key``.
-SuperNode keys are ECDSA P-384 in OpenSSH format, the format ``flower-supernode
---auth-supernode-private-key`` and ``flwr supernode register`` read.
+The SuperLink serves TLS with ``server.pem``/``server.key`` on the coordinator's loopback
+interface; the Fleet proxy serves the same certificate on the public port. Hospitals get
+``ca.crt`` only: each makes its own SuperNode key pair on its own machine
+(``segguided_tools.supernode_keys``) and sends the public key, which the coordinator
+registers with ``flwr supernode register``. Adding a hospital therefore never touches
+``ca.key``; only a new server certificate does.
 
-Private keys are created with owner-only permissions (0600). An existing file is never
-replaced unless ``force`` is set; it is kept, and reported as kept.
+The folder is ``0700``, private keys and the secret ``0600`` (``segguided_tools.private_files``).
+An existing file is kept unless ``force`` is set; an existing private file that others may
+read is refused, never reported as private.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
-from dataclasses import dataclass
+import secrets
 from pathlib import Path
 from typing import Sequence
 
@@ -31,39 +33,33 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from segguided_model.atomic_write import write_bytes_atomically
+from segguided_tools.private_files import (
+    FileAction,
+    PrivateFileError,
+    check_private_file,
+    ensure_private_folder,
+    file_mode,
+    write_file,
+)
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 SERVER_CERT = "server.pem"
 SERVER_KEY = "server.key"
-SUPERNODE_DIR = "supernodes"
+SUPEREXEC_SECRET = "superexec.secret"
 
-PRIVATE_MODE = 0o600
-PUBLIC_MODE = 0o644
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+"""Names the SuperLink certificate is always valid for: its loopback port, where the Fleet
+proxy, the ServerApp launcher and the coordinator's ``flwr`` CLI reach it."""
+
 CURVE = ec.SECP384R1()
+SECRET_BYTES = 32
 
-_HOSPITAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
 class CredentialError(ValueError):
-    """A host name, hospital name or existing credential file is unusable; the message names it."""
-
-
-@dataclass(frozen=True)
-class FileAction:
-    """What happened to one credential file: ``created``, ``replaced`` or ``kept``."""
-
-    path: Path
-    action: str
-    private: bool
-
-
-def supernode_key_paths(out_dir: Path, hospital: str) -> tuple[Path, Path]:
-    """``(private key, public key)`` of one hospital's SuperNode under ``out_dir``."""
-    folder = Path(out_dir) / SUPERNODE_DIR
-    return folder / f"{hospital}.key", folder / f"{hospital}.pub"
+    """A host name or an existing credential file is unusable; the message names it."""
 
 
 def subject_alternative_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
@@ -77,14 +73,14 @@ def subject_alternative_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-            continue
+            name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
         except ValueError:
-            pass
-        labels = host.rstrip(".").split(".")
-        if not all(_DNS_LABEL.match(label) for label in labels) or len(host) > 253:
-            raise CredentialError(f"host {host!r} is neither an IP address nor a valid DNS name")
-        names.append(x509.DNSName(host.rstrip(".").lower()))
+            labels = host.rstrip(".").split(".")
+            if not all(_DNS_LABEL.match(label) for label in labels) or len(host) > 253:
+                raise CredentialError(f"host {host!r} is neither an IP address nor a valid DNS name") from None
+            name = x509.DNSName(host.rstrip(".").lower())
+        if name not in names:  # a host given twice (or also a loopback name) is listed once
+            names.append(name)
     return names
 
 
@@ -175,18 +171,6 @@ def create_server_certificate(
     return key, certificate
 
 
-def create_supernode_key_pair(comment: str = "") -> tuple[bytes, bytes]:
-    """An ECDSA P-384 key pair in OpenSSH format: ``(private key, public key line)``."""
-    key = ec.generate_private_key(CURVE)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    if comment:
-        public += b" " + comment.encode("ascii")
-    return private, public + b"\n"
-
-
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -195,13 +179,6 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _pem_certificate(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _write(path: Path, data: bytes, private: bool, existed: bool) -> FileAction:
-    # mkstemp creates the temporary file 0600, so a private key is never readable by others.
-    write_bytes_atomically(path, data)
-    os.chmod(path, PRIVATE_MODE if private else PUBLIC_MODE)
-    return FileAction(path, "replaced" if existed else "created", private)
 
 
 def _existing_pair(first: Path, second: Path, force: bool) -> bool:
@@ -225,61 +202,69 @@ def _load_ca(out_dir: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificat
     return key, certificate
 
 
+def _check_kept_secrets(paths: Sequence[Path]) -> list[FileAction]:
+    try:
+        return [check_private_file(path) for path in paths]
+    except PrivateFileError as error:
+        raise CredentialError(str(error)) from None
+
+
 def write_credentials(
     out_dir: Path,
     hosts: Sequence[str],
-    hospitals: Sequence[str] = (),
     *,
     days: int = 825,
     force: bool = False,
 ) -> list[FileAction]:
-    """Create whatever of the federation's credentials is missing in ``out_dir``.
+    """Create whatever of the coordinator's credentials is missing in ``out_dir``.
 
     Args:
-        out_dir: the credentials folder (created if needed).
-        hosts: SANs of the SuperLink certificate.
-        hospitals: one SuperNode key pair per name (letters, digits, ``.``, ``_``, ``-``).
+        out_dir: the credentials folder (created ``0700``; an existing wider one is narrowed).
+        hosts: names and addresses hospitals reach the Fleet proxy at; the certificate is
+            also valid for ``LOOPBACK_HOSTS``.
         days: validity of the server certificate (the CA gets ten years).
         force: replace existing files instead of keeping them.
 
     Returns:
-        One ``FileAction`` per file, in the order they were handled.
+        One ``FileAction`` per file (and the folder), in the order they were handled.
 
     Raises:
-        CredentialError: a bad host or hospital name; a CA pair that does not match; an
-            existing server certificate whose hosts differ from ``hosts`` (without ``force``).
+        CredentialError: a bad host name; a CA pair that does not match; an existing server
+            certificate whose hosts differ from ``hosts`` (without ``force``); an existing
+            private key or secret that others may read (without ``force``). Every check runs
+            before anything is written, so a refusal leaves the folder as it was.
     """
     out_dir = Path(out_dir)
-    names = subject_alternative_names(hosts)  # validate before writing anything
-    for hospital in hospitals:
-        if not _HOSPITAL_NAME.match(hospital):
-            raise CredentialError(
-                f"hospital name {hospital!r}: expected letters, digits, '.', '_' or '-' (at most 63 characters)"
-            )
+    subject_alternative_names(hosts)  # at least one host, each valid: checked before writing anything
+    names = subject_alternative_names([*hosts, *LOOPBACK_HOSTS])
     if days < 1:
         raise CredentialError(f"expected a validity of at least 1 day, got {days}")
     ca_paths = (out_dir / CA_KEY, out_dir / CA_CERT)
     server_key_path, server_cert_path = out_dir / SERVER_KEY, out_dir / SERVER_CERT
-    # Check every pair before writing anything, so a refusal leaves the folder as it was.
+    secret_path = out_dir / SUPEREXEC_SECRET
     ca_complete = _existing_pair(*ca_paths, force)
     server_exists = _existing_pair(server_key_path, server_cert_path, force)
-    for hospital in hospitals:
-        _existing_pair(*supernode_key_paths(out_dir, hospital), force)
     if server_exists and not ca_complete and not force:
         raise CredentialError(
             f"{server_cert_path} exists but its CA ({ca_paths[1]}) does not; use --force to recreate both"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    actions: list[FileAction] = []
+    kept_secrets = [] if force else [
+        path for path, kept in ((ca_paths[0], ca_complete), (server_key_path, server_exists),
+                                (secret_path, secret_path.exists())) if kept
+    ]
+    kept = {action.path: action for action in _check_kept_secrets(kept_secrets)}
+    try:
+        actions = [ensure_private_folder(out_dir)]
+    except PrivateFileError as error:
+        raise CredentialError(str(error)) from None
 
-    ca_exists = [path.exists() for path in ca_paths]
     if ca_complete and not force:
         ca_key, ca_certificate = _load_ca(out_dir)
-        actions += [FileAction(ca_paths[0], "kept", True), FileAction(ca_paths[1], "kept", False)]
+        actions += [kept[ca_paths[0]], FileAction(ca_paths[1], "kept", file_mode(ca_paths[1]), private=False)]
     else:
         ca_key, ca_certificate = create_certificate_authority()
-        actions.append(_write(ca_paths[0], _pem_key(ca_key), True, ca_exists[0]))
-        actions.append(_write(ca_paths[1], _pem_certificate(ca_certificate), False, ca_exists[1]))
+        actions.append(write_file(ca_paths[0], _pem_key(ca_key), private=True))
+        actions.append(write_file(ca_paths[1], _pem_certificate(ca_certificate), private=False))
 
     if server_exists and not force:
         try:
@@ -292,20 +277,20 @@ def write_credentials(
                 f"{server_cert_path} is valid for {sorted(certificate_hosts(existing))}, not the requested "
                 f"{sorted(wanted)}; use --force to replace it"
             )
-        actions += [FileAction(server_key_path, "kept", True), FileAction(server_cert_path, "kept", False)]
+        actions += [kept[server_key_path], FileAction(server_cert_path, "kept", file_mode(server_cert_path), False)]
     else:
-        server_key, server_certificate = create_server_certificate(ca_key, ca_certificate, hosts, days)
-        actions.append(_write(server_key_path, _pem_key(server_key), True, server_key_path.exists()))
-        actions.append(
-            _write(server_cert_path, _pem_certificate(server_certificate), False, server_cert_path.exists())
-        )
+        server_key, server_certificate = create_server_certificate(ca_key, ca_certificate, [*hosts, *LOOPBACK_HOSTS], days)
+        actions.append(write_file(server_key_path, _pem_key(server_key), private=True))
+        actions.append(write_file(server_cert_path, _pem_certificate(server_certificate), private=False))
 
-    for hospital in hospitals:
-        private_path, public_path = supernode_key_paths(out_dir, hospital)
-        if not force and private_path.exists():
-            actions += [FileAction(private_path, "kept", True), FileAction(public_path, "kept", False)]
-            continue
-        private, public = create_supernode_key_pair(comment=hospital)
-        actions.append(_write(private_path, private, True, private_path.exists()))
-        actions.append(_write(public_path, public, False, public_path.exists()))
+    if secret_path in kept:
+        actions.append(kept[secret_path])
+    else:
+        actions.append(write_superexec_secret(secret_path))
     return actions
+
+
+def write_superexec_secret(path: Path) -> FileAction:
+    """A fresh random SuperExec secret (32 bytes, ``0600``): ``--superexec-auth-secret-file`` of a
+    SuperLink or SuperNode and of the process that launches its apps."""
+    return write_file(path, secrets.token_bytes(SECRET_BYTES), private=True)

@@ -253,11 +253,18 @@ class CheckpointedStrategy(Strategy):
         record.timing["federated-evaluation-seconds"] = time.perf_counter() - self._started.get(
             "evaluate", time.perf_counter()
         )
-        record.site_evaluation = _numeric_metrics_by_site(results)
+        # A hospital shares its evaluation only if its site config says so (never under DP);
+        # the others answer "withheld" with weight 0 and are left out of the record and the mean.
+        shared = [(proxy, res) for proxy, res in results if not res.metrics.get(keys.EVALUATION_WITHHELD)]
+        if len(shared) < len(results):
+            log.info("round %d: %d of %d site(s) kept their federated-evaluation metrics (site config "
+                     "share-evaluation-metrics); central validation is this round's quality signal",
+                     number, len(results) - len(shared), len(results))
+        record.site_evaluation = _numeric_metrics_by_site(shared)
         record.evaluation_failures = [describe_failure(failure) for failure in failures]
         for reason in record.evaluation_failures:
             log.warning("round %d: a client failed federated evaluation: %s", number, reason)
-        aggregated = self.inner.aggregate_evaluate(number, results, failures)
+        aggregated = self.inner.aggregate_evaluate(number, shared, failures) if shared else (None, {})
         self._close_round(number)
         return aggregated
 

@@ -22,7 +22,7 @@ from in_process_federation import InProcessGrid, legacy_context, run_round
 from client.client_app import MODS
 from segguided_federation.run_config import RunConfig
 from segguided_federation.secure_encoding import FixedPointCodec
-from segguided_tools.credentials import create_supernode_key_pair
+from segguided_tools.supernode_keys import create_supernode_key_pair
 from server.secure_aggregation import SecureAggregationWorkflow
 from server.secure_round import SecureAggregationSettings, SecureRoundReport
 

@@ -17,8 +17,11 @@ RUNBOOK = Path(__file__).resolve().parents[1] / "deploy" / "README.md"
 
 # Runbook steps the deployment test runs (tests/deploy/test_hospital_deployment.py checks it ran each).
 STEPS_RUN_BY_THE_DEPLOYMENT_TEST = frozenset({
-    "certs", "connection", "superlink", "register", "nodes", "submit", "follow", "server-metrics",
-    "collect", "qa", "supernode", "client-metrics", "read-client-metrics",
+    # coordinator
+    "certs", "connection", "superlink", "serverapp-launcher", "fleet-proxy", "check-public-port", "register",
+    "nodes", "submit", "follow", "server-metrics", "prometheus", "prometheus-series", "collect",
+    # hospital
+    "supernode-key", "qa", "approve", "supernode", "app-launcher", "client-metrics", "read-client-metrics",
 })
 
 _FENCE = re.compile(r"^```(\w*)\s*$")

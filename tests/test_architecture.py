@@ -27,4 +27,6 @@ def test_the_cli_registers_every_sub_command_module_explicitly():
     from segguided_tools.cli import main
 
     commands = main.build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert set(commands) == {"segment", "evaluate", "qa", "synth", "certs", "experiment"}
+    assert set(commands) == {
+        "segment", "evaluate", "qa", "synth", "certs", "supernode-key", "app-digest", "experiment"
+    }

@@ -13,10 +13,19 @@ import argparse
 import sys
 from typing import Sequence
 
-from segguided_tools.cli import certs, evaluate, experiment, qa, segment, synth
+from segguided_tools.cli import (
+    app_digest,
+    certs,
+    evaluate,
+    experiment,
+    qa,
+    segment,
+    supernode_key,
+    synth,
+)
 from segguided_tools.cli.command_error import CommandError
 
-SUBCOMMANDS = (segment, evaluate, qa, synth, certs, experiment)
+SUBCOMMANDS = (segment, evaluate, qa, synth, certs, supernode_key, app_digest, experiment)
 """Every sub-command module, in the order ``--help`` lists them."""
 
 

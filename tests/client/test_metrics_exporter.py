@@ -14,9 +14,9 @@ import pytest
 from federation_harness import PROJECT_ROOT, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from client.metrics_exporter import client_registry, record_round
+from client.metrics_exporter import client_registry, record_failure, record_round
 
-FIT_METRICS = {"site-id": "hospital-a", "loss": 0.75, "train-cases": 12, "steps-per-second": 1.5, "steps": 3}
+FIT_METRICS = {"site-id": "hospital-a", "loss": 0.75, "train-cases": 12, "steps-per-second": 1.5, "steps": 3, "client-seconds": 2.5}
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -52,10 +52,9 @@ def test_recorded_round_is_exposed_with_site_and_device_labels(tmp_path):
     registry = client_registry(path)
     assert list(registry.collect()) == []  # nothing before the first round
     record_round(path, 4, FIT_METRICS)
-    assert registry.get_sample_value("segguided_client_loss", {"site": "hospital-a"}) == 0.75
-    assert registry.get_sample_value("segguided_client_training_cases", {"site": "hospital-a"}) == 12
-    assert registry.get_sample_value("segguided_client_steps_per_second", {"site": "hospital-a"}) == 1.5
     assert registry.get_sample_value("segguided_client_last_round", {"site": "hospital-a"}) == 4
+    assert registry.get_sample_value("segguided_client_round_duration_seconds", {"site": "hospital-a"}) == 2.5
+    assert registry.get_sample_value("segguided_client_failures_total", {"site": "hospital-a"}) == 0
     cpu_memory = registry.get_sample_value(
         "segguided_client_device_memory_peak_bytes", {"site": "hospital-a", "device": "cpu"}
     )
@@ -64,6 +63,30 @@ def test_recorded_round_is_exposed_with_site_and_device_labels(tmp_path):
     assert registry.get_sample_value(
         "segguided_client_device_memory_peak_bytes", {"site": "hospital-a", "device": "cuda"}
     ) == 2**30
+
+
+def test_nothing_derived_from_the_sites_data_is_exposed(tmp_path):
+    path = tmp_path / "client-metrics.json"
+    record_round(path, 1, FIT_METRICS)
+    record_failure(path, "hospital-a")
+    names = {sample.name for family in client_registry(path).collect() for sample in family.samples}
+    assert names == {
+        "segguided_client_last_round", "segguided_client_last_update_timestamp_seconds",
+        "segguided_client_round_duration_seconds", "segguided_client_failures_total",
+        "segguided_client_last_failure_timestamp_seconds", "segguided_client_device_memory_peak_bytes",
+    }
+    assert not any(word in path.read_text() for word in ("loss", "cases", "dice"))
+
+
+def test_failures_are_counted_across_rounds(tmp_path):
+    path = tmp_path / "client-metrics.json"
+    registry = client_registry(path)
+    record_failure(path, "hospital-a")  # a refusal before any round succeeded
+    assert registry.get_sample_value("segguided_client_failures_total", {"site": "hospital-a"}) == 1
+    record_round(path, 1, FIT_METRICS)
+    record_failure(path, "hospital-a")
+    assert registry.get_sample_value("segguided_client_failures_total", {"site": "hospital-a"}) == 2
+    assert registry.get_sample_value("segguided_client_last_round", {"site": "hospital-a"}) == 1
 
 
 @pytest.fixture
@@ -88,10 +111,10 @@ def test_exporter_process_serves_each_new_round(exporter):
     assert not any(name.startswith("segguided_client") for name, _ in _scrape(url))
     record_round(path, 1, FIT_METRICS)
     assert _scrape(url)[("segguided_client_last_round", (("site", "hospital-a"),))] == 1
-    record_round(path, 2, {**FIT_METRICS, "loss": 0.5})
+    record_round(path, 2, {**FIT_METRICS, "client-seconds": 4.0})
     values = _scrape(url)
     assert values[("segguided_client_last_round", (("site", "hospital-a"),))] == 2
-    assert values[("segguided_client_loss", (("site", "hospital-a"),))] == 0.5
+    assert values[("segguided_client_round_duration_seconds", (("site", "hospital-a"),))] == 4.0
 
 
 def test_second_exporter_on_the_same_port_fails_clearly(exporter, tmp_path):

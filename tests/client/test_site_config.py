@@ -9,6 +9,8 @@ import pytest
 from client.site_config import SiteConfig, SiteConfigError, resolve_node_config
 
 DEPLOY_EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "site-config.example.toml"
+PRIVATE_DEFAULTS = {"allow-plain-training": False, "share-evaluation-metrics": False}
+"""What every hospital's node config carries unless its site config says otherwise."""
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -28,7 +30,7 @@ def test_relative_paths_are_resolved_against_the_file(tmp_path):
 def test_node_config_expands_the_file_and_direct_keys_win(tmp_path):
     path = _write(tmp_path, 'site-id = "hospital-a"\ndata-path = "/data/brats"\ncache-dir = "/cache"\n')
     resolved = resolve_node_config({"site-config": str(path), "site-id": "hospital-b"})
-    assert resolved == {"site-id": "hospital-b", "data-path": "/data/brats", "cache-dir": "/cache"}
+    assert resolved == {"site-id": "hospital-b", "data-path": "/data/brats", "cache-dir": "/cache", **PRIVATE_DEFAULTS}
 
 
 def test_node_config_without_a_file_is_unchanged():
@@ -43,6 +45,9 @@ def test_node_config_without_a_file_is_unchanged():
         ('data-path = "/d"\ngpu = 1\n', "gpu"),
         ('site-id = "a"\n', "data-path"),
         ('data-path = "/d"\nlabel-convention = "brats2025"\n', "label-convention"),
+        ('data-path = "/d"\nallow-plain-training = "maybe"\n', "allow-plain-training"),
+        ('data-path = "/d"\napproved-app-digests = ["sha256:abc"]\n', "approved-app-digests"),
+        ('data-path = "/d"\napproved-app-digests = "sha256:' + "0" * 64 + '"\n', "approved-app-digests"),
     ],
 )
 def test_bad_key_is_named_with_the_file(tmp_path, text, key):
@@ -65,7 +70,9 @@ def test_the_deploy_example_is_valid():
 
 def test_label_convention_reaches_the_node_config(tmp_path):
     path = _write(tmp_path, 'data-path = "/data/brats"\nlabel-convention = "brats2024"\n')
-    assert resolve_node_config({"site-config": str(path)}) == {"data-path": "/data/brats", "label-convention": "brats2024"}
+    assert resolve_node_config({"site-config": str(path)}) == {
+        "data-path": "/data/brats", "label-convention": "brats2024", **PRIVATE_DEFAULTS
+    }
     assert "label-convention" not in SiteConfig.load(_write(tmp_path, 'data-path = "/d"\n')).node_config()
 
 
@@ -93,3 +100,14 @@ def test_secure_aggregation_policy_keys_reach_the_node_config_with_paths_resolve
 def test_bad_secure_aggregation_settings_are_named(tmp_path, text, key):
     with pytest.raises(SiteConfigError, match=key):
         SiteConfig.load(_write(tmp_path, text))
+
+
+def test_privacy_settings_are_off_and_no_app_is_approved_by_default(tmp_path):
+    config = SiteConfig.load(_write(tmp_path, 'data-path = "/d"\n'))
+    assert config.allow_plain_training is False and config.share_evaluation_metrics is False
+    assert config.approved_app_digests == ()
+    digest = "sha256:" + "ab" * 32
+    opted_in = SiteConfig.load(_write(
+        tmp_path, f'data-path = "/d"\nshare-evaluation-metrics = true\napproved-app-digests = ["{digest}"]\n'
+    ))
+    assert opted_in.share_evaluation_metrics is True and opted_in.approved_app_digests == (digest,)

@@ -13,7 +13,7 @@ from segguided_federation.secure_identity import (
     verify_signature,
 )
 from segguided_federation.secure_protocol import SessionId
-from segguided_tools.credentials import create_supernode_key_pair
+from segguided_tools.supernode_keys import create_supernode_key_pair
 
 SESSION = SessionId(run_id=7, round=3)
 

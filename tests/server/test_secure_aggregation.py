@@ -159,9 +159,9 @@ def test_a_node_that_requires_secure_aggregation_refuses_plain_training():
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     plain = Message(content=RecordDict(), dst_node_id=5, message_type=MessageType.TRAIN, group_id="1")
-    guarded = Context(run_id=1, node_id=5, node_config={"require-secure-aggregation": "true"}, state=RecordDict(),
+    guarded = Context(run_id=1, node_id=5, node_config={"allow-plain-training": False}, state=RecordDict(),
                       run_config=RunConfig().to_flower())
-    with pytest.raises(PlainTrainingRefused, match="require-secure-aggregation"):
+    with pytest.raises(PlainTrainingRefused, match="allow-plain-training"):
         secure_update_mod(plain, guarded, lambda message, context: message)
     unguarded = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config=RunConfig().to_flower())
     assert secure_update_mod(plain, unguarded, lambda message, context: "trained") == "trained"
