@@ -210,3 +210,59 @@ def test_uncompressed_and_4d_singleton_cases_pass(tmp_path):
     report = run_qa(tmp_path)
     assert report.rejected == [] and [case.case_id for case in report.trainable] == ids
     assert report.valid[0].label_path.name.endswith("-seg.nii")
+
+
+def _count_reads(monkeypatch) -> list[str]:
+    """Record every file the QA gate reads (its two readers), still reading them."""
+    import segguided_model.data.qa as qa
+
+    reads: list[str] = []
+    for name in ("read_volume", "read_label_map"):
+        original = getattr(qa, name)
+
+        def counting(path, *args, _original=original, **kwargs):
+            reads.append(Path(path).name)
+            return _original(path, *args, **kwargs)
+
+        monkeypatch.setattr(qa, name, counting)
+    return reads
+
+
+def test_a_second_qa_of_an_unchanged_site_reads_no_image_data(broken_site, tmp_path, monkeypatch):
+    site, expected, good = broken_site
+    first = run_qa(site, convention="brats2023", cache_dir=tmp_path)
+    reads = _count_reads(monkeypatch)
+    second = run_qa(site, convention="brats2023", cache_dir=tmp_path)
+    assert reads == []
+    assert (second.checked, second.reused) == (0, first.checked)
+    assert second.rejected == first.rejected and second.details == first.details
+    assert [case.case_id for case in second.valid] == good and second.convention == first.convention
+
+
+def test_a_changed_file_is_checked_again_and_only_its_case(tmp_path, monkeypatch):
+    site, cache = tmp_path / "site", tmp_path / "cache"
+    ids = _write_site(site, 3)
+    assert run_qa(site, cache_dir=cache).checked == 3
+    _break(site, ids[1], "truncated-file")  # same name, new size and time
+    reads = _count_reads(monkeypatch)
+    report = run_qa(site, cache_dir=cache)
+    assert (report.checked, report.reused) == (1, 2)
+    assert set(reads) <= {p.name for p in (site / ids[1]).iterdir()} and reads
+    assert [(r.case_id, r.reason) for r in report.rejected] == [(ids[1], "truncated-file")]
+
+
+def test_a_new_case_is_checked_and_a_removed_one_forgotten(tmp_path):
+    site, cache = tmp_path / "site", tmp_path / "cache"
+    _write_site(site, 2)
+    run_qa(site, cache_dir=cache)
+    extra = tmp_path / "extra"
+    (moved,) = _write_site(extra, 3)[2:]
+    (extra / moved).rename(site / moved)
+    report = run_qa(site, cache_dir=cache)
+    assert (report.checked, report.reused) == (1, 2)
+    import shutil
+
+    shutil.rmtree(site / moved)
+    report = run_qa(site, cache_dir=cache)
+    assert (report.checked, report.reused, len(report.valid)) == (0, 2, 2)
+    assert moved not in json.loads((cache / "qa-results.json").read_text())["cases"]
