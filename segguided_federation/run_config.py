@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from segguided_federation.config_model import KebabModel, describe_validation_error
+from segguided_model.inference import SlidingWindow
 from segguided_model.labels import CONVENTIONS
 from segguided_model.network import ModelConfig
 
@@ -88,6 +89,13 @@ class RunConfig(KebabModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     data_loader_workers: int = Field(0, ge=0)
+
+    # Validation (central and federated): sliding windows over each case's brain
+    validation_roi_size: int = Field(128, ge=8, description="window edge in voxels (capped at the brain's box)")
+    validation_overlap: float = Field(0.25, ge=0.0, lt=1.0, description="overlap of neighbouring windows")
+    inference_memory_mb: float = Field(
+        1024.0, gt=0.0, description="activation memory for one forward pass; decides how many windows run together"
+    )
 
     # Model
     model_base_width: int = Field(8, ge=1)
@@ -194,6 +202,15 @@ class RunConfig(KebabModel):
             skip_merge=self.model_skip_merge,
             attention_gates=True,
             deep_supervision=self.deep_supervision,
+        )
+
+    def validation_window(self, mixed_precision: bool) -> SlidingWindow:
+        """How central validation and federated evaluation cover a case with windows."""
+        return SlidingWindow(
+            roi_size=self.validation_roi_size,
+            overlap=self.validation_overlap,
+            memory_mb=self.inference_memory_mb,
+            amp=mixed_precision,
         )
 
     @property

@@ -13,7 +13,7 @@ from segguided_model.data.preprocessing import (
     REGIONS_KEY,
     SPACING_KEY,
 )
-from segguided_model.inference import predict_volume
+from segguided_model.inference import SlidingWindow, predict_volume
 from segguided_model.labels import nest_regions
 from segguided_model.metrics import case_metrics, mean_metrics
 
@@ -21,9 +21,8 @@ from segguided_model.metrics import case_metrics, mean_metrics
 def evaluate_volumes(
     model: nn.Module,
     volumes: Iterable[dict],
-    roi_size: tuple[int, int, int],
+    window: SlidingWindow,
     device: torch.device,
-    mixed_precision: bool = False,
 ) -> tuple[list[dict], dict[str, float]]:
     """Predict every volume and score it against its reference regions, HD95 in mm.
 
@@ -35,9 +34,8 @@ def evaluate_volumes(
         volumes: dicts with ``image`` ``(4, D, H, W)``, ``regions`` ``(3, D, H, W)``,
             ``spacing`` (mm along D, H, W) and ``case_id``, as
             ``data.pipeline.build_eval_dataset`` yields them.
-        roi_size: sliding-window size; must fit the network's stride divisor.
+        window: how each volume is covered by windows (size, overlap, memory, AMP).
         device: where to run the network.
-        mixed_precision: float16 autocast (CUDA only).
 
     Returns:
         One row per case (``case-id`` plus ``dice-*`` and ``hd95-*`` per region) and the
@@ -52,13 +50,7 @@ def evaluate_volumes(
         if SPACING_KEY not in volume:
             raise ValueError(f"case {case_id}: no voxel spacing to compute HD95 in mm (expected key {SPACING_KEY!r})")
         spacing = tuple(float(s) for s in volume[SPACING_KEY])
-        prediction = predict_volume(
-            model,
-            volume[IMAGE_KEY],
-            roi_size=roi_size,
-            device=device,
-            amp=mixed_precision,
-        )
+        prediction = predict_volume(model, volume[IMAGE_KEY], window, device)
         predicted = nest_regions(prediction.regions).cpu()
         reference = torch.as_tensor(volume[REGIONS_KEY]).bool().cpu()
         rows.append({"case-id": case_id, **case_metrics(predicted, reference, spacing=spacing)})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -98,12 +98,17 @@ def _proximal_term(model: nn.Module, anchor: Sequence[torch.Tensor]) -> torch.Te
     return sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))  # type: ignore[return-value]
 
 
+StepCallback = Callable[[int, int, float], None]
+"""Called after every optimiser step with (steps done, steps in total, seconds since the first)."""
+
+
 def train_steps(
     model: nn.Module,
     loader: Iterable[dict],
     loss_fn: SegGuidedLoss,
     settings: TrainingSettings,
     device: torch.device,
+    on_step: StepCallback | None = None,
 ) -> TrainingResult:
     """Train ``model`` in place for ``settings.steps`` optimiser steps.
 
@@ -114,6 +119,7 @@ def train_steps(
         loss_fn: segmentation plus attention-supervision loss.
         settings: steps, optimiser and FedProx settings.
         device: where to train.
+        on_step: progress callback (``StepCallback``), e.g. a log line now and then.
 
     Returns:
         Mean total, segmentation and attention losses over the steps, and timing.
@@ -151,6 +157,8 @@ def train_steps(
         totals += torch.stack(
             [torch.as_tensor(t).detach().double().cpu() for t in (terms.total, terms.segmentation, terms.attention)]
         )
+        if on_step is not None:
+            on_step(step + 1, settings.steps, time.perf_counter() - start)
     seconds = time.perf_counter() - start
     means = (totals / settings.steps).tolist()
     return TrainingResult(means[0], means[1], means[2], settings.steps, seconds)

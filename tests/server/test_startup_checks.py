@@ -8,8 +8,16 @@ import threading
 import pytest
 
 from segguided_federation.run_config import RunConfig
-from server.startup_checks import StartupCheckError, check_data_folders, check_federation_size
-from server.supernode_wait import PatientClientManager, SuperNodesUnavailable, wait_for_supernodes
+from server.startup_checks import (
+    StartupCheckError,
+    check_data_folders,
+    check_federation_size,
+)
+from server.supernode_wait import (
+    PatientClientManager,
+    SuperNodesUnavailable,
+    wait_for_supernodes,
+)
 
 
 def test_a_missing_data_dir_is_named(tmp_path):

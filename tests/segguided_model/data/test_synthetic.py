@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -128,7 +127,7 @@ def test_concurrent_processes_share_one_generation(tmp_path):
     out = tmp_path / "fed"
     code = (
         "import sys; from segguided_model.data.synthetic import ensure_federation; "
-        f"ensure_federation(sys.argv[1], sites=2, cases=2, val_cases=1, size=(24, 24, 24), seed=1)"
+        "ensure_federation(sys.argv[1], sites=2, cases=2, val_cases=1, size=(24, 24, 24), seed=1)"
     )
     processes = [subprocess.Popen([sys.executable, "-c", code, str(out)]) for _ in range(3)]
     assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]

@@ -200,7 +200,7 @@ def test_given_convention_that_a_file_does_not_fit_is_a_one_line_error(tmp_path,
 
 
 def test_segment_output_scores_against_its_4d_singleton_reference(checkpoint, tmp_path, monkeypatch, synthetic):
-    def tumour_is_enhancing(model, image, roi_size, **kwargs):
+    def tumour_is_enhancing(model, image, window=None, device=None):
         whole = image[3] > image[3][image[3] != image[3].min()].mean() + 1.0  # the bright tumour voxels
         regions = torch.stack([whole, whole, whole])
         return VolumePrediction(regions, regions.float(), None)
