@@ -51,6 +51,7 @@ class SiteClient(NumPyClient):
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         started = time.perf_counter()
         site: Site = load_site(self.node_config, self.config)
+        qa_seconds = time.perf_counter() - started
         server_round = int(config.get(keys.SERVER_ROUND, 0))
         model = self._model(parameters)
         result = train_local_round(
@@ -76,6 +77,8 @@ class SiteClient(NumPyClient):
             keys.STEPS: result.steps,
             keys.STEPS_PER_SECOND: result.steps_per_second,
             keys.TRAIN_SECONDS: result.seconds,
+            keys.DATA_SECONDS: result.data_seconds,
+            keys.QA_SECONDS: qa_seconds,
             keys.CLIENT_SECONDS: time.perf_counter() - started,
         }
         if self.device.type == "cuda":
@@ -86,7 +89,9 @@ class SiteClient(NumPyClient):
         return model_to_arrays(model), len(site.training_cases), metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
+        started = time.perf_counter()
         site = load_site(self.node_config, self.config)
+        qa_seconds = time.perf_counter() - started
         if not site.validation_cases:
             return 0.0, 0, {keys.SITE_ID: site.site_id, keys.EVALUATION_CASES: 0}
         model = self._model(parameters)
@@ -94,4 +99,5 @@ class SiteClient(NumPyClient):
         _, means = evaluate_volumes(model, volumes, self.config.validation_window(self.mixed_precision), self.device)
         metrics: dict[str, Scalar] = {keys.SITE_ID: site.site_id, keys.EVALUATION_CASES: len(site.validation_cases)}
         metrics.update({key: float(value) for key, value in means.items()})
+        metrics.update({keys.QA_SECONDS: qa_seconds, keys.CLIENT_SECONDS: time.perf_counter() - started})
         return 1.0 - float(means[DICE_MEAN_KEY]), len(site.validation_cases), metrics

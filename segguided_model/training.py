@@ -43,13 +43,20 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """Mean losses over the steps taken, and the throughput."""
+    """Mean losses over the steps taken, and where the time went.
+
+    Attributes:
+        seconds: the whole loop.
+        data_seconds: the part spent waiting for batches (reading, preprocessing and
+            augmenting cases); the rest is the network's.
+    """
 
     loss: float
     segmentation_loss: float
     attention_loss: float
     steps: int
     seconds: float
+    data_seconds: float = 0.0
 
     @property
     def steps_per_second(self) -> float:
@@ -136,8 +143,11 @@ def train_steps(
     totals = torch.zeros(3, dtype=torch.float64)
     batches = _cycle(loader)
     start = time.perf_counter()
+    data_seconds = 0.0
     for step in range(settings.steps):
+        waited = time.perf_counter()
         batch = next(batches)
+        data_seconds += time.perf_counter() - waited
         image = batch["image"].to(device, non_blocking=True)
         regions = batch["regions"].to(device, non_blocking=True)
         subregions = batch["subregions"].to(device, non_blocking=True)
@@ -161,4 +171,4 @@ def train_steps(
             on_step(step + 1, settings.steps, time.perf_counter() - start)
     seconds = time.perf_counter() - start
     means = (totals / settings.steps).tolist()
-    return TrainingResult(means[0], means[1], means[2], settings.steps, seconds)
+    return TrainingResult(means[0], means[1], means[2], settings.steps, seconds, data_seconds)
