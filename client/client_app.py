@@ -6,6 +6,7 @@ from flwr.app import Context
 from flwr.client import Client
 from flwr.clientapp import ClientApp
 
+from client.failure_redaction import redact_failures_mod
 from client.secure_update_mod import secure_update_mod
 from client.site_client import SiteClient
 from client.site_config import resolve_node_config
@@ -19,8 +20,7 @@ def client_fn(context: Context) -> Client:
     return SiteClient(node_config, RunConfig.from_flower(context.run_config)).to_client()
 
 
-MODS = (secure_update_mod,)
-"""The ClientApp's mods, outermost first: secure aggregation masks each training upload and
-passes everything else on."""
+MODS = (redact_failures_mod, secure_update_mod)
+"""The ClientApp's mods, outermost first: failures leave only as their rule; training uploads are masked."""
 
 app = ClientApp(client_fn=client_fn, mods=list(MODS))

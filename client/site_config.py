@@ -12,9 +12,19 @@ Keys are kebab-case; relative paths are relative to the file::
     metrics-port = 9401
     metrics-host = "0.0.0.0"
     label-convention = "brats2023"   # optional: declare what the label values mean
+    # This hospital's rules for secure aggregation (client/secure_policy.py):
+    secure-aggregation-identity-key = "/etc/segguided/supernode.key"
+    secure-aggregation-roster = "/etc/segguided/roster.pub"
+    secure-aggregation-min-clients = 3
+    secure-aggregation-lowest-max-cases = 1000
+    secure-aggregation-lowest-clipping-range = 1.0
 
 Without ``label-convention`` the QA gate decides the site's convention once from all its
 labels and rejects every labelled case when they disagree (``label-convention-undecided``).
+
+The ``secure-aggregation-*`` keys come from ``SecureAggregationPolicy`` and reach the
+ClientApp through the node config, so they are the hospital's and never the server's;
+only those the file sets are passed on (the policy's defaults apply to the rest).
 """
 
 from __future__ import annotations
@@ -25,19 +35,25 @@ from typing import Any, Mapping
 import tomllib
 from pydantic import Field, ValidationError, field_validator
 
-from segguided_federation.config_model import KebabModel, describe_validation_error
+from client.secure_policy import SecureAggregationPolicy
+from segguided_federation.config_model import describe_validation_error
 
 SITE_CONFIG_KEY = "site-config"
 # Node-config keys the site loader and the client read; a site config file provides them.
-NODE_CONFIG_KEYS = ("site-id", "data-path", "cache-dir", "metrics-file", "label-convention")
+NODE_CONFIG_KEYS = ("site-id", "data-path", "cache-dir", "metrics-file", "label-convention",
+                    *SecureAggregationPolicy.keys())
 
 
 class SiteConfigError(ValueError):
     """The site config file is missing or invalid; the message names the file and the key."""
 
 
-class SiteConfig(KebabModel):
-    """One hospital's deployment settings.
+PATH_FIELDS = ("data_path", "cache_dir", "metrics_file", "secure_aggregation_identity_key", "secure_aggregation_roster")
+"""Settings that name files; relative ones are resolved against the site config's folder."""
+
+
+class SiteConfig(SecureAggregationPolicy):
+    """One hospital's deployment settings: its secure-aggregation policy plus the fields below.
 
     Attributes:
         site_id: the name this site reports under (never a path or patient data); default: the data folder's name.
@@ -49,6 +65,7 @@ class SiteConfig(KebabModel):
         label_convention: what the site's label values mean (``brats2021``, ``brats2023``,
             ``brats2024``, ``msd``); none by default: the QA gate decides it once from all
             the site's labels, and rejects every labelled case when they disagree.
+        secure_aggregation_*: see ``SecureAggregationPolicy``.
     """
 
     site_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -99,13 +116,13 @@ class SiteConfig(KebabModel):
             return config
         resolved = {
             name: (base / value).resolve()
-            for name in ("data_path", "cache_dir", "metrics_file")
+            for name in PATH_FIELDS
             if isinstance(value := getattr(config, name), Path) and not value.expanduser().is_absolute()
         }
         return config.model_copy(update=resolved)
 
-    def node_config(self) -> dict[str, str]:
-        """The node-config keys the ClientApp reads (``data-path``, ``site-id``, ...)."""
+    def node_config(self) -> dict[str, str | int | float]:
+        """The node-config keys the ClientApp reads (``data-path``, ``site-id``, the policy keys the file sets, ...)."""
         values = {
             "site-id": self.site_id,
             "data-path": self.data_path,
@@ -113,6 +130,8 @@ class SiteConfig(KebabModel):
             "metrics-file": self.metrics_file,
             "label-convention": self.label_convention,
         }
+        policy_fields = set(SecureAggregationPolicy.model_fields) & self.model_fields_set
+        values.update({key.replace("_", "-"): getattr(self, key) for key in sorted(policy_fields)})
         return {key: str(Path(value).expanduser()) if isinstance(value, Path) else value
                 for key, value in values.items() if value is not None}
 

@@ -63,7 +63,7 @@ class RunConfig(KebabModel):
         1.0, gt=0.0, le=1.0, description="fraction of the round's clients each client shares its keys with"
     )
     secure_aggregation_reconstruction_threshold: float = Field(
-        0.6, gt=0.0, le=1.0, description="fraction of those shares (at least 2) needed to unmask"
+        0.6, gt=0.0, le=1.0, description="fraction of those shares needed to unmask (at least a majority)"
     )
     secure_aggregation_timeout: float = Field(
         1800.0, gt=0.0, description="seconds to wait for replies in each stage (longer than local training)"
@@ -171,6 +171,12 @@ class RunConfig(KebabModel):
                 raise ValueError(f"{key} ({value}) exceeds min-available-clients ({self.min_available_clients})")
         if self.differential_privacy and not self.secure_aggregation:
             raise ValueError("differential-privacy=true needs secure-aggregation=true")
+        if self.differential_privacy and self.fraction_fit != 1.0:
+            # Flower samples max(int(N·f), min-fit-clients) clients without replacement: not the
+            # Poisson rate f the accountant's amplification bound assumes (differential_privacy.py).
+            raise ValueError(
+                f"differential-privacy=true needs fraction-fit=1 (every hospital in every round), got {self.fraction_fit}"
+            )
         if self.secure_aggregation and self.min_fit_clients < 2:
             raise ValueError(f"secure-aggregation needs min-fit-clients >= 2, got {self.min_fit_clients}")
         divisor = 2 ** (self.model_levels - 1)

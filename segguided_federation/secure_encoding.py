@@ -11,7 +11,8 @@ is exact).
 ``S`` is the largest power of two for which the sum of all sampled clients cannot
 overflow: ``K · M · (C·S + 1) ≤ 2**30`` for ``K`` clients, at most ``M`` cases each and
 ``|Δ| ≤ C``. A client whose update leaves ``[-C, C]``, is not finite, or whose case count
-exceeds ``M`` raises ``SecureRangeError`` instead of being clipped.
+exceeds ``M`` raises ``SecureRangeError`` instead of being clipped; its public part names
+the rule and the key, its private part (the hospital's log only) the value.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from segguided_federation.metric_keys import TRAINING_LOSS_KEYS
+from segguided_federation.redaction import RedactedError
 
 SUM_BUDGET = 2**30
 """Largest magnitude the sum of all clients may reach (half the signed 32-bit range)."""
@@ -33,8 +35,8 @@ METRIC_BOUND = 64.0
 MIN_SCALE_BITS = 8
 
 
-class SecureRangeError(ValueError):
-    """A client's values do not fit the secure-aggregation encoding; the message says which."""
+class SecureRangeError(RedactedError, ValueError):
+    """Values do not fit the secure-aggregation encoding: ``public`` names the key, ``private`` the value."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,8 @@ class FixedPointCodec:
         """
         if not 1 <= int(weight) <= self.max_weight:
             raise SecureRangeError(
-                f"a client reports {weight} training cases; secure aggregation accepts 1 to "
-                f"secure-aggregation-max-cases={self.max_weight}"
+                f"a client's training cases are outside 1 to secure-aggregation-max-cases={self.max_weight}",
+                f"{weight} training cases",
             )
         head = [int(weight)]
         for key in self.metric_keys:
@@ -141,7 +143,7 @@ class FixedPointCodec:
                 raise SecureRangeError(f"training metric {key!r} missing from the client's results")
             value = float(metrics[key])
             if not math.isfinite(value) or abs(value) > METRIC_BOUND:
-                raise SecureRangeError(f"training metric {key!r} = {value} is not finite or beyond ±{METRIC_BOUND}")
+                raise SecureRangeError(f"training metric {key!r} is not finite or beyond ±{METRIC_BOUND}", f"{value}")
             head.append(int(weight) * int(round(value * self.metric_scale)))
         parts = [np.asarray(head, dtype=np.int64).astype(np.uint32)]
         for index, update in enumerate(updates):
@@ -149,13 +151,14 @@ class FixedPointCodec:
             if update.size == 0:
                 continue
             largest = float(np.max(np.abs(update)))
+            where = f"weight array {index} {tuple(update.shape)}"
             if not math.isfinite(largest):
-                raise SecureRangeError(f"weight array {index} {tuple(update.shape)}: the update is not finite")
+                raise SecureRangeError("the update is not finite", where)
             if largest > self.clipping_range:
                 raise SecureRangeError(
-                    f"weight array {index} {tuple(update.shape)}: an update of {largest:.4g} exceeds "
-                    f"secure-aggregation-clipping-range={self.clipping_range}; raise it (the aggregate "
-                    "would otherwise be clipped)"
+                    f"an update exceeds secure-aggregation-clipping-range={self.clipping_range}; raise it (the "
+                    "aggregate would otherwise be clipped)",
+                    f"{where}: largest |update| {largest:.4g}",
                 )
             quantised = np.rint(update.astype(np.float64, copy=False).ravel() * self.scale).astype(np.int64)
             parts.append((quantised * int(weight)).astype(np.uint32))

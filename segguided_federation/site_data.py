@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from segguided_federation.redaction import RedactedError
 from segguided_federation.run_config import RunConfig, default_cache_dir
 from segguided_federation.synthetic_data import synthetic_federation
 from segguided_model.data.entries import visible_entries
@@ -29,8 +30,8 @@ LABEL_CONVENTION_KEY = "label-convention"
 log = logging.getLogger(__name__)
 
 
-class SiteError(RuntimeError):
-    """The site's data cannot be used; the message says which folder and why."""
+class SiteError(RedactedError, RuntimeError):
+    """The site's data cannot be used: ``public`` says why by rule, ``private`` names the folder and counts."""
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,10 @@ def load_site(node_config: Mapping[str, Any], config: RunConfig) -> Site:
         undecided = "label-convention-undecided" in report.summary()["rejected-by-reason"]
         log.error("%s: no labelled case in %s passed the QA gate; run `segguided qa %s`", site_id, data_dir, data_dir)
         raise SiteError(
-            f"{site_id}: no labelled case passed the QA gate ({summary['rejected']} rejected: {reasons or '-'}, "
-            f"{summary['stray-entries']} stray entries); run `segguided qa` on the site's data folder"
-            + (f"; {DECLARE_HINT}" if undecided else "")
+            f"{site_id}: no labelled case passed the QA gate; run `segguided qa` on the site's data folder"
+            + (f"; {DECLARE_HINT}" if undecided else ""),
+            f"data folder {data_dir}, {summary['rejected']} case(s) rejected ({reasons or '-'}), "
+            f"{summary['stray-entries']} stray entries",
         )
     training, validation = split_cases(labelled, config.validation_fraction, config.seed)
     return Site(site_id, data_dir, list(training), list(validation), list(report.rejected), cache_dir)

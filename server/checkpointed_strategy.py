@@ -41,7 +41,7 @@ from segguided_model.state_arrays import load_arrays
 from server.failure_reasons import describe_failure
 from server.history import RoundRecord, RunHistory
 from server.run_folder import ROUND_RECORD_KEY, RunFolder
-from server.secure_aggregation import SecureRoundReport
+from server.secure_round import SecureRoundReport
 from server.strategies import export_optimizer_state
 
 log = logging.getLogger(__name__)
@@ -179,8 +179,9 @@ class CheckpointedStrategy(Strategy):
     def record_secure_round(self, server_round: int, report: SecureRoundReport) -> None:
         """Keep what a secure round revealed: survivors, aggregate training metrics, epsilon, stage times.
 
-        A halted round (fewer survivors than the reconstruction threshold) never reaches
-        ``aggregate_fit``; it is recorded here as not aggregated, with the reason.
+        A halted round (too few survivors, a secret that cannot be recovered, or a decoded
+        sum no honest clients could produce) never reaches ``aggregate_fit``; it is recorded
+        here as not aggregated, with the reason.
         """
         number = self._number(server_round)
         record = self.history.round(number)

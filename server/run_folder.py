@@ -43,8 +43,10 @@ ROUND_CHECKPOINT = re.compile(r"^round-(\d{4,})\.pt$")
 LOCK_FILE = ".run.lock"
 OWNER_FILE = ".run.owner"
 SETTINGS_FIXED_ON_RESUME = (
-    "model-base-width", "model-levels", "model-encoder-blocks", "model-skip-merge", "deep-supervision", "strategy",
-    "seed",
+    "model-base-width", "model-levels", "model-encoder-blocks", "model-skip-merge", "deep-supervision", "strategy", "seed",
+    # The privacy budget replays the finished rounds with the current settings: they must be the ones spent.
+    "differential-privacy", "dp-noise-multiplier", "dp-clipping-norm", "dp-delta",
+    "fraction-fit", "min-fit-clients", "min-available-clients",
 )
 ROUND_RECORD_KEY = "round-record"
 """Checkpoint extra holding the round's history record, so that a history that lost the round can be rebuilt."""

@@ -32,10 +32,8 @@ from server.metrics_exporter import ServerMetrics
 from server.privacy_accountant import PrivacyAccountant
 from server.resumed_round import EvaluateInterruptedRound
 from server.run_folder import RunFolder
-from server.secure_aggregation import (
-    SecureAggregationSettings,
-    SecureAggregationWorkflow,
-)
+from server.secure_aggregation import SecureAggregationWorkflow
+from server.secure_round import SecureAggregationSettings
 from server.startup_checks import check_data_folders, check_federation_size
 from server.strategies import build_strategy, restore_optimizer_state
 from server.supernode_wait import PatientClientManager, wait_for_supernodes

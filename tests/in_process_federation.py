@@ -2,8 +2,13 @@
 
 The transport is the only stand-in: every message is serialised to Flower's protobuf
 and back in both directions (so no object is shared between server and clients), every
-reply the server receives is kept for inspection, bytes are counted per node, and a
+reply the server receives is kept for inspection, bytes and client time are counted per
+node (and client time per stage), and a
 test may make chosen nodes stop answering at a chosen stage (as a timed-out hospital would).
+
+Attack tests use two hooks: ``outgoing`` rewrites what the server sends (a deviating
+server, or a SuperLink in its hands) and ``incoming`` rewrites what a hospital answers (a
+malicious hospital); ``ask`` sends one hand-made request, as a deviating server would.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Callable, Iterable
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.error import Error
+from flwr.app.message_type import MessageType
 from flwr.clientapp import ClientApp
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
@@ -33,6 +39,19 @@ from flwr.supercore.task_identity import TaskIdentity
 Silence = Callable[[str, int, int], bool]
 """(stage, node id, round) -> whether that node stops answering from this stage on."""
 
+Rewrite = Callable[[str, Message], Message]
+"""(stage, message) -> the message that is delivered instead."""
+
+
+def _unchanged(stage: str, message: Message) -> Message:
+    return message
+
+
+def stage_of(message: Message) -> str:
+    """The SecAgg+ stage a message belongs to, or ``plain``."""
+    configs = message.content.config_records if not message.has_error() else {}
+    return str(configs[RECORD_KEY_CONFIGS].get(Key.STAGE, "plain")) if RECORD_KEY_CONFIGS in configs else "plain"
+
 
 def _copy(message: Message) -> tuple[Message, int]:
     proto = message_to_proto(message)
@@ -46,12 +65,16 @@ class InProcessGrid(Grid):
     apps: dict[int, ClientApp]
     run_config: dict
     silence: Silence = lambda stage, node_id, server_round: False
+    node_configs: dict[int, dict] = field(default_factory=dict)
+    outgoing: Rewrite = _unchanged
+    incoming: Rewrite = _unchanged
     received: list[tuple[str, Message]] = field(default_factory=list)
     bytes_sent: dict[int, int] = field(default_factory=dict)
     bytes_received: dict[int, int] = field(default_factory=dict)
     contexts: dict[int, Context] = field(default_factory=dict)
     silenced: set[int] = field(default_factory=set)
     client_seconds: dict[int, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     _outbox: dict[str, Message] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,7 +82,8 @@ class InProcessGrid(Grid):
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
         for node_id in self.apps:
             self.contexts[node_id] = Context(
-                run_id=1, node_id=node_id, node_config={"partition-id": node_id - 1}, state=RecordDict(),
+                run_id=1, node_id=node_id, node_config={"partition-id": node_id - 1, **self.node_configs.get(node_id, {})},
+                state=RecordDict(),
                 run_config=dict(self.run_config),
             )
             self.bytes_sent[node_id] = self.bytes_received[node_id] = 0
@@ -93,27 +117,36 @@ class InProcessGrid(Grid):
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        return [self._outbox.pop(message_id) for message_id in list(message_ids) if message_id in self._outbox]
+        """The replies to ``message_ids`` that are in, in the order they arrived."""
+        wanted = set(message_ids)
+        return [self._outbox.pop(message_id) for message_id in list(self._outbox) if message_id in wanted]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         return self.pull_messages(self.push_messages(messages))
 
+    def ask(self, node_id: int, configs: dict, server_round: int, stage: str) -> Message:
+        """Send one hand-made SecAgg+ request (``configs`` plus ``stage``) to a node; return its reply."""
+        content = RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({Key.STAGE: stage, **configs})})
+        message = Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN, group_id=str(server_round))
+        return self.send_and_receive([message])[0]
+
     def _deliver(self, message: Message) -> Message | None:
         node_id = message.metadata.dst_node_id
-        configs = message.content.config_records
-        stage = str(configs[RECORD_KEY_CONFIGS].get(Key.STAGE, "plain")) if RECORD_KEY_CONFIGS in configs else "plain"
+        stage = stage_of(message)
         if node_id in self.silenced or self.silence(stage, node_id, int(message.metadata.group_id or 0)):
             self.silenced.add(node_id)
             return None  # no reply within the timeout
-        delivered, size = _copy(message)
+        delivered, size = _copy(self.outgoing(stage, message))
         self.bytes_sent[node_id] += size
         started = time.perf_counter()
         try:
             reply = self.apps[node_id](delivered, self.contexts[node_id])
         except Exception as error:  # the ClientApp runtime turns exceptions into error replies
             reply = Message(Error(code=0, reason=f"{type(error).__name__}: {error}"), reply_to=delivered)
-        self.client_seconds[node_id] += time.perf_counter() - started
-        received, size = _copy(reply)
+        elapsed = time.perf_counter() - started
+        self.client_seconds[node_id] += elapsed
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + elapsed
+        received, size = _copy(self.incoming(stage, reply))
         self.bytes_received[node_id] += size
         self.received.append((stage, received))
         return received

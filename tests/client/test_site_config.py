@@ -67,3 +67,29 @@ def test_label_convention_reaches_the_node_config(tmp_path):
     path = _write(tmp_path, 'data-path = "/data/brats"\nlabel-convention = "brats2024"\n')
     assert resolve_node_config({"site-config": str(path)}) == {"data-path": "/data/brats", "label-convention": "brats2024"}
     assert "label-convention" not in SiteConfig.load(_write(tmp_path, 'data-path = "/d"\n')).node_config()
+
+
+def test_secure_aggregation_policy_keys_reach_the_node_config_with_paths_resolved(tmp_path):
+    path = _write(
+        tmp_path,
+        'data-path = "/d"\nsecure-aggregation-identity-key = "keys/supernode.key"\n'
+        'secure-aggregation-roster = "roster.pub"\nsecure-aggregation-min-clients = 5\n',
+    )
+    resolved = resolve_node_config({"site-config": str(path)})
+    assert resolved["secure-aggregation-identity-key"] == str(tmp_path / "keys" / "supernode.key")
+    assert resolved["secure-aggregation-roster"] == str(tmp_path / "roster.pub")
+    assert resolved["secure-aggregation-min-clients"] == 5
+    assert "secure-aggregation-lowest-max-cases" not in resolved  # only what the file sets
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('data-path = "/d"\nsecure-aggregation-min-clients = 2\n', "secure-aggregation-min-clients"),
+        ('data-path = "/d"\nsecure-aggregation-lowest-clipping-range = 0\n', "secure-aggregation-lowest-clipping-range"),
+        ('data-path = "/d"\nsecure-aggregation-roster = "r.pub"\n', "secure-aggregation-identity-key"),
+    ],
+)
+def test_bad_secure_aggregation_settings_are_named(tmp_path, text, key):
+    with pytest.raises(SiteConfigError, match=key):
+        SiteConfig.load(_write(tmp_path, text))

@@ -107,3 +107,12 @@ def test_impossible_secure_aggregation_values_are_named(key, value):
 def test_server_validation_convention_accepts_every_known_convention_or_nothing():
     assert RunConfig.from_flower({**_app_config(), "server-validation-convention": "msd"}).server_validation_convention == "msd"
     assert RunConfig.from_flower(_app_config()).server_validation_convention == ""
+
+
+def test_differential_privacy_needs_every_client_in_every_round():
+    """Flower samples max(int(N·f), min-fit-clients) clients: not the rate f an accountant would be given."""
+    with pytest.raises(RunConfigError, match="fraction-fit"):
+        RunConfig.from_flower(
+            {**_app_config(), "differential-privacy": True, "fraction-fit": 0.1, "min-fit-clients": 2}
+        )
+    assert RunConfig.from_flower({**_app_config(), "differential-privacy": True}).fraction_fit == 1.0

@@ -54,13 +54,14 @@ def mixed_site(tmp_path) -> tuple[Path, list[str]]:
     return tmp_path / "hospital", ids
 
 
-def test_undeclared_site_whose_labels_disagree_fails_without_a_path_and_says_declare(mixed_site):
+def test_undeclared_site_whose_labels_disagree_fails_saying_declare_and_keeps_path_and_counts_private(mixed_site):
     site, _ = mixed_site
     with pytest.raises(SiteError) as raised:
         load_site({"data-path": str(site), "site-id": "hospital-a"}, RunConfig())
-    message = str(raised.value)
-    assert message.startswith("hospital-a: no labelled case passed the QA gate (4 rejected: label-convention-undecided 4")
-    assert "label-convention" in message.split("; ", 1)[1] and str(site) not in message
+    public = raised.value.public  # what reaches the server: the rule, no path, no count
+    assert public.startswith("hospital-a: no labelled case passed the QA gate; run `segguided qa`")
+    assert "label-convention" in public and str(site) not in public and "4" not in public
+    assert "label-convention-undecided 4" in raised.value.private and str(site) in raised.value.private
 
 
 def test_declared_label_convention_reaches_the_qa_gate(mixed_site):

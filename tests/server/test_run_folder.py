@@ -166,3 +166,37 @@ def test_a_disk_that_fills_while_writing_is_reported_the_same_way(tiny_disk):
             handle.write(b"x" * 2**20)
     assert not target.exists()
     save_checkpoint(tiny_disk / "small.pt", _model())  # the space was given back
+
+
+DP_RUN = {"differential-privacy": True, "dp-noise-multiplier": 1.0, "dp-clipping-norm": 0.5}
+
+
+def _dp_config(tmp_path, **overrides) -> RunConfig:
+    values = {**RunConfig().to_flower(), "output-dir": str(tmp_path), "run-name": "run", **DP_RUN, **overrides}
+    return RunConfig.from_flower(values)
+
+
+@pytest.mark.parametrize(
+    "key, changes",
+    [
+        ("differential-privacy", {"differential-privacy": False}),
+        ("dp-noise-multiplier", {"dp-noise-multiplier": 2.0}),
+        ("dp-clipping-norm", {"dp-clipping-norm": 1.0}),
+        ("dp-delta", {"dp-delta": 1e-6}),
+        ("min-fit-clients", {"min-fit-clients": 3, "min-available-clients": 3}),
+        # DP needs fraction-fit=1, so this resume also turns DP off; either change is refused.
+        ("fraction-fit", {"fraction-fit": 0.5, "differential-privacy": False}),
+    ],
+)
+def test_resume_refuses_a_change_to_privacy_or_sampling(tmp_path, key, changes):
+    with RunFolder.open(_dp_config(tmp_path), run_id=1) as folder:
+        folder.write_config(_dp_config(tmp_path))
+    with pytest.raises(RunFolderError, match=key):
+        RunFolder.open(_dp_config(tmp_path, resume=True, **changes), run_id=2)
+
+
+def test_resume_with_the_same_settings_is_accepted(tmp_path):
+    with RunFolder.open(_dp_config(tmp_path), run_id=1) as folder:
+        folder.write_config(_dp_config(tmp_path))
+    with RunFolder.open(_dp_config(tmp_path, resume=True, **{"num-server-rounds": 9}), run_id=2) as folder:
+        assert folder.path.name == "run"
