@@ -44,7 +44,6 @@ def current_rss_mib() -> float:
 
 
 def build(spec: dict):
-    import torch
     from monai.networks.nets import SegResNet
 
     from segguided_model.network import SegGuidedNet
