@@ -229,6 +229,10 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
 
     common = {"device": "cpu", "size": 64, "batch": args.batch, "amp": False, "warmup": 2, "steps": args.steps}
     train = []
+    import torch
+
+    if args.cuda_only and not torch.cuda.is_available():
+        raise SystemExit("--cuda-only: no CUDA device here; run it on a GPU machine")
     for width, levels in dict.fromkeys(((args.width, 4), (8, 4))):
         fields = {"base_width": width, "levels": levels}
         train.append({**common, "name": f"SegGuidedNet w{width} L{levels}", "model": "segguided", "fields": fields})
@@ -240,15 +244,15 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
     target = sum(p.numel() for p in SegGuidedNet(base_width=args.width, levels=4).parameters())
     filters = matched_segresnet_filters(target)
     train.append({**common, "name": f"SegResNet f{filters}", "model": "segresnet", "init_filters": filters})
-    import torch
-
+    if args.cuda_only:
+        train = []
     if torch.cuda.is_available():
         cuda = {**common, "device": "cuda", "size": 128, "amp": True, "batch": 2, "steps": 10, "warmup": 3}
         train.append({**cuda, "name": "CUDA SegGuidedNet default", "model": "segguided", "fields": {}})
         train.append({**cuda, "name": "CUDA no-gate default", "model": "segguided", "fields": {"attention_gates": False}})
         full = sum(p.numel() for p in SegGuidedNet().parameters())
         train.append({**cuda, "name": "CUDA SegResNet matched", "model": "segresnet", "init_filters": matched_segresnet_filters(full)})
-    infer = [
+    infer = [] if args.cuda_only else [
         {"name": f"inference w{args.width} L4 roi{args.roi}", "model": "segguided", "fields": {"base_width": args.width, "levels": 4},
          "roi": args.roi, "overlap": args.overlap},
     ]
@@ -385,6 +389,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--name", default="model_benchmark", help="results file stem under benchmarks/results/")
     parser.add_argument("--note", default="", help="written under the machine line (e.g. that the CPU was shared)")
+    parser.add_argument("--cuda-only", action="store_true", help="only the CUDA rows (a GPU machine's short run)")
     args = parser.parse_args()
     import torch
 

@@ -30,6 +30,7 @@ from server.checkpointed_strategy import CheckpointedStrategy
 from server.history import RunHistory
 from server.metrics_exporter import ServerMetrics
 from server.privacy_accountant import PrivacyAccountant
+from server.prompt_grid import PromptGrid
 from server.resumed_round import EvaluateInterruptedRound
 from server.run_folder import RunFolder
 from server.secure_aggregation import SecureAggregationWorkflow
@@ -145,7 +146,7 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
                 not history.round(completed_rounds).site_evaluation
             )
             DefaultWorkflow(fit_workflow=EvaluateInterruptedRound(fit_workflow, pending=interrupted))(
-                grid, legacy_context
+                PromptGrid(grid, round_offset=completed_rounds), legacy_context
             )
     finally:
         if endpoint is not None:
