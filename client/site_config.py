@@ -36,7 +36,7 @@ import tomllib
 from pydantic import Field, ValidationError, field_validator
 
 from client.secure_policy import SecureAggregationPolicy
-from segguided_federation.config_model import describe_validation_error
+from segguided_federation.config_model import describe_validation_error, kebab_case
 
 SITE_CONFIG_KEY = "site-config"
 # Node-config keys the site loader and the client read; a site config file provides them.
@@ -131,7 +131,7 @@ class SiteConfig(SecureAggregationPolicy):
             "label-convention": self.label_convention,
         }
         policy_fields = set(SecureAggregationPolicy.model_fields) & self.model_fields_set
-        values.update({key.replace("_", "-"): getattr(self, key) for key in sorted(policy_fields)})
+        values.update({kebab_case(key): getattr(self, key) for key in sorted(policy_fields)})
         return {key: str(Path(value).expanduser()) if isinstance(value, Path) else value
                 for key, value in values.items() if value is not None}
 
