@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import cast
 
+from flwr.app import ConfigRecord
 from flwr.compat.server.typing import Workflow
+from flwr.server.compat.app_utils import start_update_client_manager_thread
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.default_workflows import (
     default_evaluate_workflow,
     default_fit_workflow,
+    default_init_params_workflow,
 )
 from flwr.serverapp import Grid
 
@@ -44,3 +47,24 @@ class EvaluateInterruptedRound:
             finally:
                 configs[WorkflowKey.CURRENT_ROUND] = current
         self.fit_workflow(grid, context)
+
+
+def evaluate_interrupted_round(grid: Grid, context: LegacyContext) -> None:
+    """Only the federated evaluation of the resumed checkpoint's round: a run killed during its last round's evaluation.
+
+    With no round left to train, ``EvaluateInterruptedRound`` never runs; this uses the
+    same pieces of Flower's ``DefaultWorkflow`` (the client manager's update thread, the
+    initial parameters, the evaluate workflow at round 0, which ``CheckpointedStrategy``
+    counts as the resumed round) without its training loop.
+    """
+    thread, stop, registered = start_update_client_manager_thread(grid, context.client_manager)
+    registered.wait()
+    try:
+        default_init_params_workflow(grid, context)
+        configs = ConfigRecord()
+        configs[WorkflowKey.CURRENT_ROUND] = 0
+        context.state.config_records[MAIN_CONFIGS_RECORD] = configs
+        default_evaluate_workflow(grid, context)
+    finally:
+        stop.set()
+        thread.join()

@@ -31,7 +31,7 @@ from server.history import RunHistory
 from server.metrics_exporter import ServerMetrics
 from server.privacy_accountant import PrivacyAccountant
 from server.prompt_grid import PromptGrid
-from server.resumed_round import EvaluateInterruptedRound
+from server.resumed_round import EvaluateInterruptedRound, evaluate_interrupted_round
 from server.run_folder import RunFolder
 from server.secure_aggregation import SecureAggregationWorkflow
 from server.secure_round import SecureAggregationSettings
@@ -124,15 +124,21 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
         fit_config={keys.RUN_SEED: config.seed},
         listeners=listeners,
     )
+    # A run killed after round k's checkpoint but before its federated evaluation resumes from
+    # round k without it (round 0 has none: the initial model is only validated centrally).
+    interrupted = (
+        resume is not None and completed_rounds > 0 and config.fraction_evaluate > 0
+        and not history.round(completed_rounds).site_evaluation
+    )
     try:
         remaining = config.num_server_rounds - completed_rounds
+        legacy_context = LegacyContext(
+            context,
+            config=ServerConfig(num_rounds=max(remaining, 0)),
+            strategy=strategy,
+            client_manager=PatientClientManager(config.client_wait_timeout),
+        )
         if remaining > 0:
-            legacy_context = LegacyContext(
-                context,
-                config=ServerConfig(num_rounds=remaining),
-                strategy=strategy,
-                client_manager=PatientClientManager(config.client_wait_timeout),
-            )
             fit_workflow = None
             if config.secure_aggregation:
                 settings = SecureAggregationSettings.from_run_config(config)
@@ -142,12 +148,11 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
                     accountant=PrivacyAccountant(settings.privacy, rounds=completed_rounds) if settings.privacy else None,
                     round_offset=completed_rounds,
                 )
-            interrupted = resume is not None and config.fraction_evaluate > 0 and (
-                not history.round(completed_rounds).site_evaluation
-            )
             DefaultWorkflow(fit_workflow=EvaluateInterruptedRound(fit_workflow, pending=interrupted))(
                 PromptGrid(grid, round_offset=completed_rounds), legacy_context
             )
+        elif interrupted:
+            evaluate_interrupted_round(PromptGrid(grid, round_offset=completed_rounds), legacy_context)
     finally:
         if endpoint is not None:
             endpoint.close()

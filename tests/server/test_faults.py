@@ -25,8 +25,9 @@ from segguided_tools.local_simulation import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-ROUNDS = 3
-KILL_POINTS = ("training@2", "checkpoint-write@2", "after-checkpoint@2", "evaluation@2")
+ROUNDS = 4
+KILL_CHAIN = ("training@1", "checkpoint-write@2", "after-checkpoint@3", "evaluation@4")
+"""One run killed four times, at each moment of a round, and resumed after each kill."""
 DETERMINISTIC_KEYS = (
     "round", "central", "site-evaluation", "clients-selected", "clients-succeeded", "clients-failed", "failures",
     "evaluation-failures", "aggregated",
@@ -103,11 +104,12 @@ def _assert_close(actual, expected, path: str) -> None:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
-def _kill(federation: LocalFederation, fault_app: Path, output: Path, name: str, point: str) -> None:
+def _kill(federation: LocalFederation, fault_app: Path, output: Path, name: str, point: str, resume: bool) -> None:
     """Run until the ServerApp kills itself at ``point``, then stop the dead run."""
-    settings = {"run-name": name, "num-server-rounds": ROUNDS, "fault-point": point}
-    run_id = federation.start(tiny_run_config(output, **settings), app_dir=fault_app)
+    settings = {"run-name": name, "num-server-rounds": ROUNDS, "fault-point": point, "resume": resume}
     marker = output / f"{name}.killed"
+    marker.unlink(missing_ok=True)
+    run_id = federation.start(tiny_run_config(output, **settings), app_dir=fault_app)
     deadline = time.monotonic() + 600
     while not marker.exists() and not run_status(run_id, fault_app, federation.env).startswith("finished"):
         assert time.monotonic() < deadline, f"the ServerApp was not killed at {point}"
@@ -119,14 +121,19 @@ def _kill(federation: LocalFederation, fault_app: Path, output: Path, name: str,
         wait_for_run(run_id, fault_app, federation.env, timeout=300)
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
-def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_history_and_model(federation, fault_app, runs,
-                                                                                  reference, point):
-    name = f"killed-{point.split('@')[0]}"
-    _kill(federation, fault_app, runs, name, point)
+def test_a_run_killed_at_every_moment_of_a_round_resumes_to_the_uninterrupted_history_and_model(
+    federation, fault_app, runs, reference
+):
+    """Killed while training round 1, mid-write of round 2's checkpoint, after round 3's checkpoint
+    (before its federated evaluation) and during round 4's evaluation; resumed after each kill."""
+    name = "killed"
+    folder, (expected_folder, _) = runs / name, reference
+    for index, point in enumerate(KILL_CHAIN):
+        _kill(federation, fault_app, runs, name, point, resume=index > 0)
+        if point.startswith("checkpoint-write"):
+            assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")], "the cut-off write left nothing"
     federation.run(tiny_run_config(runs, **{"run-name": name, "num-server-rounds": ROUNDS, "resume": True}))
 
-    folder, (expected_folder, _) = runs / name, reference
     _assert_close(_history(folder), _history(expected_folder), "history")
     for resumed, uninterrupted in zip(model_to_arrays(load_checkpoint(folder / "final.pt").model),
                                       model_to_arrays(load_checkpoint(expected_folder / "final.pt").model)):
@@ -148,7 +155,7 @@ def test_resume_with_every_checkpoint_unreadable_fails_naming_them(federation, r
     for checkpoint in broken.glob("round-*.pt"):
         checkpoint.write_bytes(checkpoint.read_bytes()[:200])
     history = (broken / "metrics.json").read_text()
-    with pytest.raises(RunFailed, match=r"round-0002\.pt, round-0003\.pt\) are all unreadable.*overwrite=true"):
+    with pytest.raises(RunFailed, match=r"round-0003\.pt, round-0004\.pt\) are all unreadable.*overwrite=true"):
         federation.run(tiny_run_config(runs, **{"run-name": "unreadable", "num-server-rounds": ROUNDS, "resume": True}))
     assert (broken / "metrics.json").read_text() == history  # nothing was started over
 
