@@ -32,11 +32,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import tomllib
 from pydantic import Field, ValidationError, field_validator
 
 from client.secure_policy import SecureAggregationPolicy
-from segguided_federation.config_model import describe_validation_error, kebab_case
+from segguided_federation.config_model import (
+    describe_validation_error,
+    kebab_case,
+    read_toml_file,
+)
 
 SITE_CONFIG_KEY = "site-config"
 # Node-config keys the site loader and the client read; a site config file provides them.
@@ -98,11 +101,9 @@ class SiteConfig(SecureAggregationPolicy):
         """
         path = Path(path).expanduser()
         try:
-            data = tomllib.loads(path.read_text())
-        except OSError as error:
-            raise SiteConfigError(f"site config {path}: cannot read it ({error.strerror})") from None
-        except tomllib.TOMLDecodeError as error:
-            raise SiteConfigError(f"site config {path}: not valid TOML ({error})") from None
+            data = read_toml_file(path)
+        except ValueError as error:
+            raise SiteConfigError(f"site config {path}: {error}") from None
         return cls.from_mapping(data, source=str(path), base=path.parent)
 
     @classmethod

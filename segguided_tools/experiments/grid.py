@@ -32,7 +32,6 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from segguided_federation.config_model import (
@@ -40,6 +39,7 @@ from segguided_federation.config_model import (
     describe_validation_error,
     known_keys,
     nearest_key,
+    read_toml_file,
 )
 from segguided_federation.run_config import RunConfig, RunConfigError
 from segguided_model.data.partitions import FETS_PARTITIONS
@@ -287,11 +287,9 @@ def load_grid(path: Path | str) -> ExperimentGrid:
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise GridError(f"cannot read grid file {path}: {error.strerror or error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise GridError(f"{path} is not valid TOML: {error}") from None
+        data = read_toml_file(path)
+    except ValueError as error:
+        raise GridError(f"grid file {path}: {error}") from None
     return parse_grid(data, source=path)
 
 
