@@ -96,6 +96,9 @@ class RunConfig(KebabModel):
         "", description="residual blocks per encoder level, 'n1,n2,...'; empty = the network's default (1, 2, 2, 4, ...)"
     )
     model_skip_merge: Literal["add", "concat"] = "add"
+    model_upsample: Literal["trilinear", "transposed"] = Field(
+        "trilinear", description="decoder upsampling; 'transposed' (kernel 2, stride 2) leaves a checkerboard"
+    )
     deep_supervision: bool = False
 
     # Data
@@ -200,6 +203,7 @@ class RunConfig(KebabModel):
             levels=self.model_levels,
             encoder_blocks=self.encoder_blocks,
             skip_merge=self.model_skip_merge,
+            upsample=self.model_upsample,
             attention_gates=True,
             deep_supervision=self.deep_supervision,
         )

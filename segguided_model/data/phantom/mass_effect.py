@@ -11,6 +11,8 @@ displacement is applied with MONAI's ``Warp`` (the same as any dense deformation
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from monai.networks.blocks import Warp
 
@@ -47,5 +49,7 @@ def mass_effect_displacement(
 
 def displace(volume: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
     """Resample ``volume`` ``(C, X, Y, Z)`` along ``ddf`` ``(3, X, Y, Z)`` (trilinear, border values outside)."""
-    warp = Warp(mode="bilinear", padding_mode="border")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Using PyTorch native grid_sample": as intended
+        warp = Warp(mode="bilinear", padding_mode="border")
     return warp(volume[None].float(), ddf[None].float())[0]
