@@ -107,7 +107,7 @@ class RunConfig(KebabModel):
     synthetic_cases_per_site: int = Field(16, ge=2)
     synthetic_validation_cases: int = Field(8, ge=1)
     synthetic_size: int = Field(
-        60, ge=24, description="voxels along the largest axis of the BraTS field of view: 60 = 4 mm, 240 = BraTS's 1 mm"
+        48, ge=24, description="voxels along the largest axis of the BraTS field of view: 48 = 5 mm, 240 = BraTS's 1 mm"
     )
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     server_validation_dir: str = Field("", description="central validation cases; empty = the synthetic held-out set")

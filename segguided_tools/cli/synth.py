@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grid.add_argument(
         "--spacing", type=float, default=CPU_SPACING_MM, metavar="MM",
         help="isotropic voxel size of the BraTS field of view: 1 gives BraTS geometry (240x240x155), "
-        "the default %(default)s the CPU grid (60x60x39)",
+        "the default %(default)s the CPU grid (48x48x31)",
     )
     grid.add_argument(
         "--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),

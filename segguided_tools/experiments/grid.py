@@ -90,7 +90,7 @@ class DataSpec(KebabModel):
     synthetic_sites: int = Field(4, ge=1)
     synthetic_cases_per_site: int = Field(10, ge=2)
     synthetic_validation_cases: int = Field(6, ge=1)
-    synthetic_size: int = Field(60, ge=24, description="voxels along the largest axis; 60 = 4 mm (run config synthetic-size)")
+    synthetic_size: int = Field(48, ge=24, description="voxels along the largest axis; 48 = 5 mm (run config synthetic-size)")
     synthetic_seed: int = 0
     pool_dir: str = Field("", description="a folder of BraTS case folders; empty = synthetic data")
     validation_dir: str = Field("", description="the server's held-out cases; required with pool-dir")

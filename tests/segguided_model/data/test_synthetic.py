@@ -24,8 +24,8 @@ from segguided_model.data.synthetic import (
 TINY = {"sites": 3, "cases": 2, "val_cases": 1, "size": (24, 24, 16), "seed": 5}
 
 
-def test_the_default_grid_is_bratss_field_of_view_at_4_mm():
-    assert DEFAULT_SIZE == (60, 60, 39) and brats_grid_with_largest_axis(240) == (240, 240, 155)
+def test_the_default_grid_is_bratss_field_of_view_at_5_mm():
+    assert DEFAULT_SIZE == (48, 48, 31) and brats_grid_with_largest_axis(240) == (240, 240, 155)
 
 
 @pytest.mark.parametrize("layout", ["brats2021", "brats2023"])
