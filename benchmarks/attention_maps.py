@@ -9,7 +9,9 @@ Two measurements of the last decoder stage's maps (``predict_volume``) on labell
 
 ``--checkpoint`` measures a trained model; ``--train`` trains variants centrally from the
 same seed for the same steps (``--steps``, measured also at half way) and measures each:
-``VARIANT`` is ``UPSAMPLE:LAMBDA``, e.g. ``transposed:0.1 trilinear:0.1 trilinear:1.0``.
+``VARIANT`` is ``UPSAMPLE:LAMBDA[:zero-bias]``, e.g. ``transposed:0.1 trilinear:0.1
+trilinear:0.1:zero-bias`` (``zero-bias``: the maps' bias starts at 0, maps at 0.5, as
+before issue 18, instead of ``attention.MAP_PRIOR``).
 Writes a Markdown table to ``--out``.
 
     python benchmarks/attention_maps.py --data DIR --checkpoint runs/x/final.pt --out results.md
@@ -97,15 +99,18 @@ def main() -> None:
         print(table(rows), flush=True)
     training = [case for site in sorted(args.data.glob("site-*")) for case in discover_cases(site).cases]
     for variant in args.train:
-        upsample, weight = variant.split(":")
+        upsample, weight, *options = variant.split(":")
         variant_config = RunConfig(model_upsample=upsample, attention_weight=float(weight), seed=args.seed)
         torch.manual_seed(args.seed)
         model = SegGuidedNet.from_config(variant_config.model)
+        if "zero-bias" in options:
+            for gate in model.gates:
+                torch.nn.init.zeros_(gate.to_maps.bias)
         started = time.perf_counter()
         for part, steps in enumerate((args.steps // 2, args.steps - args.steps // 2)):
             train_local_round(model, training, variant_config, args.seed + part, torch.device("cpu"), False, steps=steps)
             done = args.steps // 2 if part == 0 else args.steps
-            rows.append((f"{upsample}, λ={weight}, {done} steps", measure(model, volumes, roi)))
+            rows.append((f"{upsample}, λ={weight}{', zero bias' if options else ''}, {done} steps", measure(model, volumes, roi)))
             print(table(rows), f"\n({time.perf_counter() - started:.0f} s)", flush=True)
     args.out.write_text(table(rows) + "\n")
 

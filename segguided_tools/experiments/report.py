@@ -98,10 +98,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
 
 
 def paired(results: Iterable[ExperimentResult], factor: str) -> list[tuple[ExperimentResult, ExperimentResult]]:
-    """Federated ``(on, off)`` pairs that differ only in the boolean ``factor``."""
+    """Federated ``(on, off)`` pairs that differ only in the boolean ``factor`` (a λ level is neither)."""
     groups: dict[str, dict[bool, ExperimentResult]] = {}
     for result in results:
-        if result.kind != "federated":
+        if result.kind != "federated" or not isinstance(result.factors.get(factor), bool):
             continue
         others = json.dumps({k: v for k, v in result.factors.items() if k != factor}, sort_keys=True)
         groups.setdefault(others, {})[bool(result.factors.get(factor))] = result

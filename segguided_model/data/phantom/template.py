@@ -1,12 +1,12 @@
 """The MNI152 2009 brain template as tissue probability maps (CSF, GM, WM), from nilearn's package data.
 
-The ICBM 2009a nonlinear symmetric template (Fonov et al., NeuroImage 54(1):313-327, 2011;
-Fonov et al., NeuroImage 47:S102, 2009), 1 mm, skull-stripped, with its grey- and
-white-matter probability maps, ships inside nilearn (``load_mni152_template``,
-``load_mni152_gm_template``, ``load_mni152_wm_template``); nothing is downloaded.
-Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal
-Neurological Institute, McGill University; free to use, copy, modify and distribute with
-that notice (see README, "Synthetic data").
+The ICBM152 2009a nonlinear template (Fonov et al., NeuroImage 54(1):313-327, 2011;
+Fonov et al., NeuroImage 47:S102, 2009; Collins et al., IPMI 1999), 1 mm, skull-stripped,
+with its grey- and white-matter probability maps, ships inside nilearn
+(``load_mni152_template``, ``load_mni152_gm_template``, ``load_mni152_wm_template``):
+nothing is downloaded. Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging
+Centre, Montreal Neurological Institute, McGill University; free to use, copy, modify and
+distribute with that notice (README, "Synthetic data", has McGill's full notice).
 """
 
 from __future__ import annotations
