@@ -87,6 +87,7 @@ def main() -> None:
     assert segguided(["evaluate", "--pred", str(out), "--ref", str(federation.validation_dir), "--out", str(metrics)]) == 0
     rows = list(csv.DictReader(metrics.open()))
     scores = {key: float(value) for key, value in rows[-1].items() if key != "case-id"}
+    scores["dice-mean"] = (scores["dice-et"] + scores["dice-tc"] + scores["dice-wt"]) / 3
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     overlay = next(out.glob("*-overlay.png"))
