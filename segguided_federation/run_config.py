@@ -104,6 +104,9 @@ class RunConfig(KebabModel):
         "", description="residual blocks per encoder level, 'n1,n2,...'; empty = the network's default (1, 2, 2, 4, ...)"
     )
     model_skip_merge: Literal["add", "concat"] = "add"
+    model_upsample: Literal["trilinear", "transposed"] = Field(
+        "trilinear", description="decoder upsampling; 'transposed' (kernel 2, stride 2) leaves a checkerboard"
+    )
     deep_supervision: bool = False
 
     # Data
@@ -111,7 +114,9 @@ class RunConfig(KebabModel):
     synthetic_sites: int = Field(3, ge=1)
     synthetic_cases_per_site: int = Field(16, ge=2)
     synthetic_validation_cases: int = Field(8, ge=1)
-    synthetic_size: int = Field(48, ge=16)
+    synthetic_size: int = Field(
+        48, ge=24, description="voxels along the largest axis of the BraTS field of view: 48 = 5 mm, 240 = BraTS's 1 mm"
+    )
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     server_validation_dir: str = Field("", description="central validation cases; empty = the synthetic held-out set")
     server_validation_convention: str = Field(
@@ -206,6 +211,7 @@ class RunConfig(KebabModel):
             levels=self.model_levels,
             encoder_blocks=self.encoder_blocks,
             skip_merge=self.model_skip_merge,
+            upsample=self.model_upsample,
             attention_gates=True,
             deep_supervision=self.deep_supervision,
         )

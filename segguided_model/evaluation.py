@@ -7,11 +7,13 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from segguided_model.attention_scores import attention_scores, mean_attention_scores
 from segguided_model.data.preprocessing import (
     CASE_ID_KEY,
     IMAGE_KEY,
     REGIONS_KEY,
     SPACING_KEY,
+    SUBREGIONS_KEY,
 )
 from segguided_model.inference import SlidingWindow, predict_volume
 from segguided_model.labels import nest_regions
@@ -39,7 +41,9 @@ def evaluate_volumes(
 
     Returns:
         One row per case (``case-id`` plus ``dice-*`` and ``hd95-*`` per region) and the
-        means over cases (``metrics.mean_metrics``).
+        means over cases (``metrics.mean_metrics``). For a gated network and volumes with
+        ``subregions``, rows and means also hold the attention maps' scores
+        (``attention_scores.ATTENTION_KEYS``).
 
     Raises:
         ValueError: no volumes, or a volume without ``spacing`` (names the case).
@@ -53,7 +57,10 @@ def evaluate_volumes(
         prediction = predict_volume(model, volume[IMAGE_KEY], window, device)
         predicted = nest_regions(prediction.regions).cpu()
         reference = torch.as_tensor(volume[REGIONS_KEY]).bool().cpu()
-        rows.append({"case-id": case_id, **case_metrics(predicted, reference, spacing=spacing)})
+        row = {"case-id": case_id, **case_metrics(predicted, reference, spacing=spacing)}
+        if prediction.attention_maps is not None and SUBREGIONS_KEY in volume:
+            row.update(attention_scores(prediction.attention_maps, torch.as_tensor(volume[SUBREGIONS_KEY]).cpu()))
+        rows.append(row)
     if not rows:
         raise ValueError("no volumes to evaluate")
-    return rows, mean_metrics(rows)
+    return rows, {**mean_metrics(rows), **mean_attention_scores(rows)}

@@ -25,9 +25,9 @@ def _write_site(site: Path, count: int, layout: str = "brats2023", convention: s
     profile = draw_site_profiles(1, 0)[0]
     ids = []
     for number in range(count):
-        images, subregions = synthesize_case(profile, SIZE, np.random.default_rng(number))
+        case = synthesize_case(profile, SIZE, np.random.default_rng(number))
         case_id = f"BraTS2021_{number:05d}" if layout == "brats2021" else f"BraTS-GLI-{number:05d}-000"
-        write_case(site / case_id, layout, images, label_map(subregions, convention or layout), 10.0)
+        write_case(site / case_id, layout, case.images, label_map(case.subregions, convention or layout), 10.0)
         ids.append(case_id)
     return ids
 
@@ -88,6 +88,7 @@ def _break(site: Path, case_id: str, problem: str) -> None:
         seg = _file(site, case_id, "seg")
         label = np.asanyarray(nib.load(seg).dataobj).copy()
         label[label == 3] = 4
+        label[tuple(np.argwhere(label > 0)[0])] = 4  # also where a coarse phantom's rim left no ET
         _rewrite(seg, label)
     elif problem == "invalid-labels":
         seg = _file(site, case_id, "seg")
