@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import threading
 import time
@@ -95,6 +96,7 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run-config", default="", help="extra run-config overrides")
+    parser.add_argument("--keep-run", type=Path, default=None, metavar="DIR", help="copy the run folder (checkpoints) here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="segguided-main-job-") as scratch:
@@ -113,6 +115,8 @@ def main() -> None:
             federation.stop()
         rounds = json.loads((output / "benchmark" / "metrics.json").read_text())["rounds"]
         config = json.loads((output / "benchmark" / "config.json").read_text())
+        if args.keep_run is not None:
+            shutil.copytree(output / "benchmark", args.keep_run, dirs_exist_ok=True)
 
     trained = [r for r in rounds if r["round"] > 0]
     final = rounds[-1]["central"]

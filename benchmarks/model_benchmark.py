@@ -44,7 +44,6 @@ def current_rss_mib() -> float:
 
 
 def build(spec: dict):
-    import torch
     from monai.networks.nets import SegResNet
 
     from segguided_model.network import SegGuidedNet
@@ -149,21 +148,20 @@ def worker_pair(pair: dict) -> dict:
 def worker_infer(spec: dict) -> dict:
     import torch
 
-    from segguided_model.inference import predict_volume
+    from segguided_model.inference import SlidingWindow, predict_volume
 
     torch.manual_seed(0)
     device = torch.device(spec.get("device", "cpu"))
     model = build(spec)
-    image = torch.randn(4, *BRATS_SHAPE)
+    image = torch.randn(4, *BRATS_SHAPE)  # non-zero everywhere: the whole grid is "brain"
+    window = SlidingWindow(roi_size=spec["roi"], overlap=spec["overlap"], amp=spec.get("amp", False), batch_size=1)
     baseline = current_rss_mib()
     if device.type == "cuda":  # the first windows pay for cuDNN's kernel choice
-        predict_volume(model, image[:, :128, :128, :128], roi_size=spec["roi"], device=device, amp=spec.get("amp", False))
+        predict_volume(model, image[:, :128, :128, :128], window, device)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    prediction = predict_volume(
-        model, image, roi_size=spec["roi"], overlap=spec["overlap"], device=device, amp=spec.get("amp", False)
-    )
+    prediction = predict_volume(model, image, window, device)
     elapsed = time.perf_counter() - start
     result = {
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -231,6 +229,10 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
 
     common = {"device": "cpu", "size": 64, "batch": args.batch, "amp": False, "warmup": 2, "steps": args.steps}
     train = []
+    import torch
+
+    if args.cuda_only and not torch.cuda.is_available():
+        raise SystemExit("--cuda-only: no CUDA device here; run it on a GPU machine")
     for width, levels in dict.fromkeys(((args.width, 4), (8, 4))):
         fields = {"base_width": width, "levels": levels}
         train.append({**common, "name": f"SegGuidedNet w{width} L{levels}", "model": "segguided", "fields": fields})
@@ -242,15 +244,15 @@ def plan(args) -> tuple[list[dict], list[dict], list[dict]]:
     target = sum(p.numel() for p in SegGuidedNet(base_width=args.width, levels=4).parameters())
     filters = matched_segresnet_filters(target)
     train.append({**common, "name": f"SegResNet f{filters}", "model": "segresnet", "init_filters": filters})
-    import torch
-
+    if args.cuda_only:
+        train = []
     if torch.cuda.is_available():
         cuda = {**common, "device": "cuda", "size": 128, "amp": True, "batch": 2, "steps": 10, "warmup": 3}
         train.append({**cuda, "name": "CUDA SegGuidedNet default", "model": "segguided", "fields": {}})
         train.append({**cuda, "name": "CUDA no-gate default", "model": "segguided", "fields": {"attention_gates": False}})
         full = sum(p.numel() for p in SegGuidedNet().parameters())
         train.append({**cuda, "name": "CUDA SegResNet matched", "model": "segresnet", "init_filters": matched_segresnet_filters(full)})
-    infer = [
+    infer = [] if args.cuda_only else [
         {"name": f"inference w{args.width} L4 roi{args.roi}", "model": "segguided", "fields": {"base_width": args.width, "levels": 4},
          "roi": args.roi, "overlap": args.overlap},
     ]
@@ -387,6 +389,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--name", default="model_benchmark", help="results file stem under benchmarks/results/")
     parser.add_argument("--note", default="", help="written under the machine line (e.g. that the CPU was shared)")
+    parser.add_argument("--cuda-only", action="store_true", help="only the CUDA rows (a GPU machine's short run)")
     args = parser.parse_args()
     import torch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,12 +17,14 @@ from segguided_federation import metric_keys as keys
 from segguided_federation.local_training import round_seed, train_local_round
 from segguided_federation.run_config import RunConfig
 from segguided_federation.site_data import Site, load_site
-from segguided_model.data.pipeline import build_eval_dataset
+from segguided_model.data.pipeline import build_eval_dataset, cache_size_bytes
 from segguided_model.evaluation import evaluate_volumes
 from segguided_model.metrics import DICE_MEAN_KEY
 from segguided_model.network import SegGuidedNet
 from segguided_model.state_arrays import load_arrays, model_to_arrays
 from segguided_model.training import resolve_device, resolve_mixed_precision
+
+log = logging.getLogger(__name__)
 
 
 class SiteClient(NumPyClient):
@@ -49,6 +52,7 @@ class SiteClient(NumPyClient):
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         started = time.perf_counter()
         site: Site = load_site(self.node_config, self.config)
+        qa_seconds = time.perf_counter() - started
         server_round = int(config.get(keys.SERVER_ROUND, 0))
         model = self._model(parameters)
         result = train_local_round(
@@ -60,7 +64,10 @@ class SiteClient(NumPyClient):
             mixed_precision=self.mixed_precision,
             proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
             cache_dir=site.cache_dir,
+            progress_label=f"{site.site_id}, round {server_round}",
         )
+        log.info("%s: %.1f MiB of preprocessed volumes kept in %s", site.site_id,
+                 cache_size_bytes(site.cache_dir) / 2**20, site.cache_dir)
         metrics: dict[str, Scalar] = {
             keys.SITE_ID: site.site_id,
             keys.TRAIN_CASES: len(site.training_cases),
@@ -71,6 +78,8 @@ class SiteClient(NumPyClient):
             keys.STEPS: result.steps,
             keys.STEPS_PER_SECOND: result.steps_per_second,
             keys.TRAIN_SECONDS: result.seconds,
+            keys.DATA_SECONDS: result.data_seconds,
+            keys.QA_SECONDS: qa_seconds,
             keys.CLIENT_SECONDS: time.perf_counter() - started,
         }
         if self.device.type == "cuda":
@@ -85,13 +94,15 @@ class SiteClient(NumPyClient):
             # The site's validation results stay here (site config share-evaluation-metrics, off by
             # default, and never under DP): the server learns only that they were withheld.
             return 0.0, 0, {keys.EVALUATION_WITHHELD: 1}
+        started = time.perf_counter()
         site = load_site(self.node_config, self.config)
+        qa_seconds = time.perf_counter() - started
         if not site.validation_cases:
             return 0.0, 0, {keys.SITE_ID: site.site_id, keys.EVALUATION_CASES: 0}
         model = self._model(parameters)
-        _, means = evaluate_volumes(
-            model, build_eval_dataset(site.validation_cases), self.config.patch_size, self.device, self.mixed_precision
-        )
+        volumes = build_eval_dataset(site.validation_cases, site.cache_dir)
+        _, means = evaluate_volumes(model, volumes, self.config.validation_window(self.mixed_precision), self.device)
         metrics: dict[str, Scalar] = {keys.SITE_ID: site.site_id, keys.EVALUATION_CASES: len(site.validation_cases)}
         metrics.update({key: float(value) for key, value in means.items()})
+        metrics.update({keys.QA_SECONDS: qa_seconds, keys.CLIENT_SECONDS: time.perf_counter() - started})
         return 1.0 - float(means[DICE_MEAN_KEY]), len(site.validation_cases), metrics

@@ -35,12 +35,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Mapping
 
-import tomllib
 from pydantic import Field, ValidationError, field_validator
 
 from client.app_approval import APP_DIGEST_PATTERN
 from client.secure_policy import SecureAggregationPolicy
-from segguided_federation.config_model import describe_validation_error
+from segguided_federation.config_model import (
+    describe_validation_error,
+    kebab_case,
+    read_toml_file,
+)
 
 SITE_CONFIG_KEY = "site-config"
 ALLOW_PLAIN_TRAINING = "allow-plain-training"
@@ -117,11 +120,9 @@ class SiteConfig(SecureAggregationPolicy):
         """
         path = Path(path).expanduser()
         try:
-            data = tomllib.loads(path.read_text())
-        except OSError as error:
-            raise SiteConfigError(f"site config {path}: cannot read it ({error.strerror})") from None
-        except tomllib.TOMLDecodeError as error:
-            raise SiteConfigError(f"site config {path}: not valid TOML ({error})") from None
+            data = read_toml_file(path)
+        except ValueError as error:
+            raise SiteConfigError(f"site config {path}: {error}") from None
         return cls.from_mapping(data, source=str(path), base=path.parent)
 
     @classmethod
@@ -152,7 +153,7 @@ class SiteConfig(SecureAggregationPolicy):
             SHARE_EVALUATION_METRICS: self.share_evaluation_metrics,
         }
         policy_fields = set(SecureAggregationPolicy.model_fields) & self.model_fields_set
-        values.update({key.replace("_", "-"): getattr(self, key) for key in sorted(policy_fields)})
+        values.update({kebab_case(key): getattr(self, key) for key in sorted(policy_fields)})
         return {key: str(Path(value).expanduser()) if isinstance(value, Path) else value
                 for key, value in values.items() if value is not None}
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
+from typing import Any
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
@@ -16,6 +19,21 @@ class KebabModel(BaseModel):
     """A frozen pydantic model read from kebab-case keys; unknown keys are refused."""
 
     model_config = ConfigDict(alias_generator=kebab_case, populate_by_name=True, extra="forbid", frozen=True)
+
+
+def read_toml_file(path: Path) -> dict[str, Any]:
+    """The document in a TOML file a person wrote.
+
+    Raises:
+        ValueError: the file cannot be read, or is not TOML; the message says which and why
+            (callers put the file's role in front: ``site config PATH: ...``).
+    """
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError as error:
+        raise ValueError(f"cannot read it ({error.strerror or error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"not valid TOML ({error})") from None
 
 
 def known_keys(model: type[BaseModel]) -> list[str]:

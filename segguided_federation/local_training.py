@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from segguided_federation.run_config import RunConfig
+from segguided_federation.training_progress import TrainingProgress
 from segguided_model.data.layouts import CaseRecord
 from segguided_model.data.pipeline import build_train_loader
 from segguided_model.losses import SegGuidedLoss
@@ -53,6 +54,7 @@ def train_local_round(
     steps: int | None = None,
     proximal_mu: float = 0.0,
     cache_dir: Path | None = None,
+    progress_label: str | None = None,
 ) -> TrainingResult:
     """Train ``model`` in place for one round on ``cases`` with the run's local settings.
 
@@ -70,6 +72,7 @@ def train_local_round(
         steps: optimiser steps; default ``local_steps(config, len(cases))``.
         proximal_mu: FedProx's proximal weight (0: plain local training).
         cache_dir: where the deterministic preprocessing may be cached.
+        progress_label: if given, progress lines are logged under it (``TrainingProgress``).
 
     Returns:
         The round's mean losses and timing.
@@ -96,4 +99,7 @@ def train_local_round(
         proximal_mu=proximal_mu,
         mixed_precision=mixed_precision,
     )
-    return train_steps(model, loader, SegGuidedLoss(attention_weight=config.attention_weight), settings, device)
+    progress = TrainingProgress(progress_label) if progress_label else None
+    return train_steps(
+        model, loader, SegGuidedLoss(attention_weight=config.attention_weight), settings, device, on_step=progress
+    )

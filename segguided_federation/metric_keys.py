@@ -18,15 +18,18 @@ the masked sum, and the server learns their mean over the survivors.
 * ``rejected-cases`` (int): cases the QA gate skipped.
 * ``loss``, ``segmentation-loss``, ``attention-loss`` (float): mean over the round's steps.
 * ``steps`` (int), ``steps-per-second`` (float), ``train-seconds`` (s): local optimisation.
+* ``data-seconds`` (s): the part of ``train-seconds`` spent waiting for batches.
+* ``qa-seconds`` (s): finding the site's cases and the QA gate.
 * ``client-seconds`` (s): the whole ``fit`` call, data loading and QA included.
 * ``device-memory-peak-bytes`` (int, CUDA only): peak allocated device memory.
 
 **Evaluation results** (``evaluate``): ``site-id``, ``cases`` (validation cases, also
-the weight of the site's mean) and the summary metrics of ``segguided_model.metrics``
-(``SUMMARY_KEYS``: Dice and HD95 in mm per region and their means), sent only by a
-hospital whose site config sets ``share-evaluation-metrics=true`` and never under
-differential privacy. Every other site answers ``evaluation-withheld`` (1) with weight 0
-and nothing else; the server then records no per-site figures for it.
+the weight of the site's mean), the summary metrics of ``segguided_model.metrics``
+(``SUMMARY_KEYS``: Dice and HD95 in mm per region and their means), ``qa-seconds`` and
+``client-seconds``, sent only by a hospital whose site config sets
+``share-evaluation-metrics=true`` and never under differential privacy. Every other site
+answers ``evaluation-withheld`` (1) with weight 0 and nothing else; the server then records
+no per-site figures for it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ ATTENTION_LOSS = "attention-loss"
 STEPS = "steps"
 STEPS_PER_SECOND = "steps-per-second"
 TRAIN_SECONDS = "train-seconds"
+DATA_SECONDS = "data-seconds"
+QA_SECONDS = "qa-seconds"
 CLIENT_SECONDS = "client-seconds"
 DEVICE_MEMORY_PEAK_BYTES = "device-memory-peak-bytes"
 
@@ -55,7 +60,8 @@ TRAINING_LOSS_KEYS: tuple[str, ...] = (LOSS, SEGMENTATION_LOSS, ATTENTION_LOSS)
 """Training metrics every client carries, case-weighted, inside its masked vector."""
 
 FIT_METRIC_KEYS: tuple[str, ...] = (
-    SITE_ID, TRAIN_CASES, REJECTED_CASES, *TRAINING_LOSS_KEYS, STEPS, STEPS_PER_SECOND, TRAIN_SECONDS, CLIENT_SECONDS,
+    SITE_ID, TRAIN_CASES, REJECTED_CASES, *TRAINING_LOSS_KEYS, STEPS, STEPS_PER_SECOND, TRAIN_SECONDS, DATA_SECONDS,
+    QA_SECONDS, CLIENT_SECONDS,
 )
 """Keys of every plain ``fit`` result (``DEVICE_MEMORY_PEAK_BYTES`` is added on CUDA)."""
 
@@ -63,5 +69,5 @@ FIT_METRIC_KEYS: tuple[str, ...] = (
 EVALUATION_CASES = "cases"
 EVALUATION_WITHHELD = "evaluation-withheld"
 
-EVALUATE_METRIC_KEYS: tuple[str, ...] = (SITE_ID, EVALUATION_CASES, *SUMMARY_KEYS)
+EVALUATE_METRIC_KEYS: tuple[str, ...] = (SITE_ID, EVALUATION_CASES, *SUMMARY_KEYS, QA_SECONDS, CLIENT_SECONDS)
 """Keys of every ``evaluate`` result of a site with validation cases."""

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from segguided_federation.config_model import KebabModel, describe_validation_error
+from segguided_model.inference import SlidingWindow
 from segguided_model.labels import CONVENTIONS
 from segguided_model.network import ModelConfig
 
@@ -89,6 +90,13 @@ class RunConfig(KebabModel):
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     data_loader_workers: int = Field(0, ge=0)
 
+    # Validation (central and federated): sliding windows over each case's brain
+    validation_roi_size: int = Field(128, ge=8, description="window edge in voxels (capped at the brain's box)")
+    validation_overlap: float = Field(0.25, ge=0.0, lt=1.0, description="overlap of neighbouring windows")
+    inference_memory_mb: float = Field(
+        1024.0, gt=0.0, description="activation memory for one forward pass; decides how many windows run together"
+    )
+
     # Model
     model_base_width: int = Field(8, ge=1)
     model_levels: int = Field(4, ge=2)
@@ -96,6 +104,9 @@ class RunConfig(KebabModel):
         "", description="residual blocks per encoder level, 'n1,n2,...'; empty = the network's default (1, 2, 2, 4, ...)"
     )
     model_skip_merge: Literal["add", "concat"] = "add"
+    model_upsample: Literal["trilinear", "transposed"] = Field(
+        "trilinear", description="decoder upsampling; 'transposed' (kernel 2, stride 2) leaves a checkerboard"
+    )
     deep_supervision: bool = False
 
     # Data
@@ -103,7 +114,9 @@ class RunConfig(KebabModel):
     synthetic_sites: int = Field(3, ge=1)
     synthetic_cases_per_site: int = Field(16, ge=2)
     synthetic_validation_cases: int = Field(8, ge=1)
-    synthetic_size: int = Field(48, ge=16)
+    synthetic_size: int = Field(
+        48, ge=24, description="voxels along the largest axis of the BraTS field of view: 48 = 5 mm, 240 = BraTS's 1 mm"
+    )
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     server_validation_dir: str = Field("", description="central validation cases; empty = the synthetic held-out set")
     server_validation_convention: str = Field(
@@ -198,8 +211,18 @@ class RunConfig(KebabModel):
             levels=self.model_levels,
             encoder_blocks=self.encoder_blocks,
             skip_merge=self.model_skip_merge,
+            upsample=self.model_upsample,
             attention_gates=True,
             deep_supervision=self.deep_supervision,
+        )
+
+    def validation_window(self, mixed_precision: bool) -> SlidingWindow:
+        """How central validation and federated evaluation cover a case with windows."""
+        return SlidingWindow(
+            roi_size=self.validation_roi_size,
+            overlap=self.validation_overlap,
+            memory_mb=self.inference_memory_mb,
+            amp=mixed_precision,
         )
 
     @property

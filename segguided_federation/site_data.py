@@ -9,13 +9,14 @@ counts (``QAReport.summary()``), never a path.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from segguided_federation.redaction import RedactedError
-from segguided_federation.run_config import RunConfig
+from segguided_federation.run_config import RunConfig, default_cache_dir
 from segguided_federation.synthetic_data import synthetic_federation
 from segguided_model.data.entries import visible_entries
 from segguided_model.data.layouts import CaseRecord
@@ -43,7 +44,7 @@ class Site:
         training_cases: labelled cases that passed QA, for training.
         validation_cases: labelled cases that passed QA, for federated evaluation.
         rejected: ``(case id, reason)`` for every case the QA gate skipped.
-        cache_dir: where preprocessed volumes may be cached, if anywhere.
+        cache_dir: where its QA results and preprocessed volumes are kept (``site_cache_dir``).
     """
 
     site_id: str
@@ -51,15 +52,30 @@ class Site:
     training_cases: list[CaseRecord]
     validation_cases: list[CaseRecord]
     rejected: list[tuple[str, str]]
-    cache_dir: Path | None
+    cache_dir: Path
 
 
-def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str, Path, Path | None]:
+def site_cache_dir(data_dir: Path, configured: str | Path | None = None) -> Path:
+    """Where a site's QA results and preprocessed volumes are kept.
+
+    ``configured`` (a site config's ``cache-dir``) when given, else
+    ``$SEGGUIDED_CACHE/sites/<folder name>-<first 8 hex digits of SHA-256 of its absolute
+    path>`` (``~/.cache/segguided-fl/sites/...``): one folder per data folder, so that
+    ``segguided qa DATA`` and the SuperNode training on ``DATA`` share it. Everything in
+    it is derived from the site's images and stays on the site's machine.
+    """
+    if configured:
+        return Path(str(configured)).expanduser()
+    data_dir = Path(data_dir).expanduser().absolute()
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
+    return default_cache_dir() / "sites" / f"{data_dir.name}-{digest}"
+
+
+def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str, Path, Path]:
     if "data-path" in node_config:
         data_dir = Path(str(node_config["data-path"])).expanduser()
         site_id = str(node_config.get("site-id", data_dir.name))
-        cache = node_config.get("cache-dir")
-        return site_id, data_dir, Path(str(cache)).expanduser() if cache else None
+        return site_id, data_dir, site_cache_dir(data_dir, node_config.get("cache-dir"))
     if "partition-id" not in node_config:
         raise SiteError("node config has neither data-path (deployment) nor partition-id (simulation)")
     partition = int(node_config["partition-id"])
@@ -75,7 +91,7 @@ def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str
     sites = simulation_site_folders(Path(config.data_dir).expanduser())
     if partition >= len(sites):
         raise SiteError(f"data-dir {config.data_dir} has {len(sites)} site folders; partition {partition} has none")
-    return sites[partition].name, sites[partition], None
+    return sites[partition].name, sites[partition], site_cache_dir(sites[partition])
 
 
 def simulation_site_folders(data_dir: Path) -> list[Path]:
@@ -111,7 +127,8 @@ def load_site(node_config: Mapping[str, Any], config: RunConfig) -> Site:
             after QA (the message counts the reasons, without paths).
     """
     site_id, data_dir, cache_dir = _site_folder(node_config, config)
-    report = run_qa(data_dir, convention=declared_convention(node_config, site_id))
+    report = run_qa(data_dir, convention=declared_convention(node_config, site_id), cache_dir=cache_dir)
+    log.info("%s: QA gate: %s", site_id, report.reuse_line())
     for case_id, reason in report.rejected:
         log.warning("%s: QA skipped case %s: %s (%s)", site_id, case_id, reason, report.details[case_id])
     labelled = report.trainable

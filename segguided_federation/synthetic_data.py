@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from segguided_federation.run_config import RunConfig
-from segguided_model.data.synthetic import SyntheticFederation, ensure_federation
+from segguided_model.data.synthetic import (
+    SyntheticFederation,
+    brats_grid_with_largest_axis,
+    ensure_federation,
+)
 
 
 def synthetic_federation(config: RunConfig) -> SyntheticFederation:
@@ -17,6 +21,6 @@ def synthetic_federation(config: RunConfig) -> SyntheticFederation:
         sites=config.synthetic_sites,
         cases=config.synthetic_cases_per_site,
         val_cases=config.synthetic_validation_cases,
-        size=(config.synthetic_size,) * 3,
+        size=brats_grid_with_largest_axis(config.synthetic_size),
         seed=config.seed,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -26,6 +27,10 @@ class GateOutput(NamedTuple):
     map_logits: torch.Tensor
 
 
+MAP_PRIOR = 0.02
+"""Initial value of every attention map: about the share of brain voxels in a sub-region."""
+
+
 class SegAttentionGate(nn.Module):
     """Turn decoder features into NCR/ED/ET attention maps and gate the features with them.
 
@@ -39,6 +44,11 @@ class SegAttentionGate(nn.Module):
        a freshly built gated network computes exactly what the network without gates
        does; the gates then learn how much each sub-region should amplify or damp each
        feature channel.
+
+    The maps' bias starts at ``logit(MAP_PRIOR)``, so a new gate's maps read about 0.02,
+    close to where most voxels' targets are, not 0.5 (the prior initialisation of
+    RetinaNet, Lin et al., ICCV 2017): early training is not spent pushing every map down
+    before the sub-regions can stand out.
 
     The gate runs as one autograd node (``segguided_model.gate_function.segmentation_gate``):
     both 1×1×1 convolutions as matrix products, and only the features and maps kept for
@@ -61,6 +71,7 @@ class SegAttentionGate(nn.Module):
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         n_maps = len(SUBREGIONS)
         self.to_maps = nn.Conv3d(channels, n_maps, kernel_size=1)
+        nn.init.constant_(self.to_maps.bias, math.log(MAP_PRIOR / (1 - MAP_PRIOR)))
         self.to_gate = nn.Conv3d(n_maps, channels, kernel_size=1, bias=False)
         nn.init.zeros_(self.to_gate.weight)
 

@@ -74,10 +74,19 @@ class EncoderStage(nn.Module):
 
 
 SkipMerge = Literal["add", "concat"]
+Upsample = Literal["trilinear", "transposed"]
 
 
 class DecoderStage(nn.Module):
-    """One decoder level: ×2 transposed-conv upsampling, merge with the skip, residual block.
+    """One decoder level: ×2 upsampling, merge with the skip, residual block.
+
+    ``upsample="trilinear"`` (the default) interpolates trilinearly and mixes channels with
+    a 1×1×1 convolution, as MONAI's SegResNet does (``upsample_mode="nontrainable"``).
+    ``"transposed"`` is a transposed convolution with kernel 2 and stride 2, whose eight
+    kernel positions paint each 2×2×2 output block with its own weights: a period-2
+    checkerboard in everything downstream (Odena et al., "Deconvolution and Checkerboard
+    Artifacts", Distill 2016), the attention maps included. Networks stored before the
+    choice existed used it and still load with it.
 
     ``merge="add"`` adds the encoder skip to the upsampled features (SegResNet's decoder):
     the residual block then runs on ``out_channels`` features. ``merge="concat"``
@@ -92,36 +101,45 @@ class DecoderStage(nn.Module):
         out_channels: output features.
         norm: ``"instance"`` or ``"group"``.
         merge: ``"add"`` or ``"concat"``.
+        upsample: ``"trilinear"`` or ``"transposed"``.
 
     Shapes:
         ``x (B, in_channels, D, H, W)`` and ``skip (B, skip_channels, 2D, 2H, 2W)`` →
         ``(B, out_channels, 2D, 2H, 2W)``.
 
     Raises:
-        ValueError: an unknown ``merge``, or ``"add"`` with ``skip_channels != out_channels``.
+        ValueError: an unknown ``merge`` or ``upsample``, or ``"add"`` with
+            ``skip_channels != out_channels``.
     """
 
     def __init__(
-        self, in_channels: int, skip_channels: int, out_channels: int, norm: Norm, merge: SkipMerge = "add"
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        norm: Norm,
+        merge: SkipMerge = "add",
+        upsample: Upsample = "trilinear",
     ) -> None:
         super().__init__()
         if merge not in get_args(SkipMerge):
             raise ValueError(f"merge must be one of {get_args(SkipMerge)}, got {merge!r}")
+        if upsample not in get_args(Upsample):
+            raise ValueError(f"upsample must be one of {get_args(Upsample)}, got {upsample!r}")
         if merge == "add" and skip_channels != out_channels:
             raise ValueError(
                 f"merge='add' needs as many skip features as output features, got {skip_channels} and {out_channels}"
             )
         self.merge_mode = merge
-        self.upsample = get_conv_layer(
-            3,
-            in_channels,
-            out_channels,
-            kernel_size=2,
-            stride=2,
-            conv_only=True,
-            is_transposed=True,
-            bias=False,
-        )
+        if upsample == "transposed":
+            self.upsample = get_conv_layer(
+                3, in_channels, out_channels, kernel_size=2, stride=2, conv_only=True, is_transposed=True, bias=False
+            )
+        else:
+            self.upsample = nn.Sequential(
+                nn.Conv3d(in_channels, out_channels, kernel_size=1, bias=False),
+                nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
+            )
         self.block = UnetResBlock(
             spatial_dims=3,
             in_channels=out_channels + skip_channels if merge == "concat" else out_channels,

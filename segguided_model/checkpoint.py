@@ -16,7 +16,7 @@ from segguided_model.atomic_write import write_bytes_atomically
 from segguided_model.network import ModelConfig, SegGuidedNet
 
 CHECKPOINT_FORMAT = "segguided-checkpoint"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 """Bumped when the stored layout changes; older versions stay loadable (``_upgrade``)."""
 
 _SHOWN_KEYS = 3
@@ -98,7 +98,9 @@ def _upgrade(config: dict[str, Any], state_dict: dict[str, torch.Tensor], versio
 
     Version 1 predates ``ModelConfig.encoder_blocks`` and ``skip_merge``: every encoder
     level had one residual block, stored as ``encoder.<level>.block.*`` (now
-    ``encoder.<level>.blocks.0.*``), and the decoder concatenated its skips.
+    ``encoder.<level>.blocks.0.*``), and the decoder concatenated its skips. Versions 1
+    and 2 predate ``ModelConfig.upsample``: every decoder upsampled by transposed
+    convolution.
     """
     if version == 1:
         levels = int(config.get("levels", ModelConfig.model_fields["levels"].default))
@@ -106,6 +108,8 @@ def _upgrade(config: dict[str, Any], state_dict: dict[str, torch.Tensor], versio
         state_dict = {
             re.sub(r"^encoder\.(\d+)\.block\.", r"encoder.\1.blocks.0.", key): value for key, value in state_dict.items()
         }
+    if version <= 2:
+        config = {**config, "upsample": "transposed"}
     return config, state_dict
 
 

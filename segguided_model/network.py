@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
 from segguided_model.attention import SegAttentionGate
-from segguided_model.blocks import DecoderStage, EncoderStage, SkipMerge
+from segguided_model.blocks import DecoderStage, EncoderStage, SkipMerge, Upsample
 from segguided_model.labels import REGIONS
 
 
@@ -41,6 +41,10 @@ class ModelConfig(BaseModel):
         skip_merge: how a decoder stage merges the encoder skip: ``"add"`` (SegResNet's
             decoder, the default) or ``"concat"`` (U-Net's; about 1.3× the decoder's
             work at full resolution).
+        upsample: how a decoder stage doubles the resolution: ``"trilinear"`` (interpolation
+            and a 1×1×1 convolution, the default) or ``"transposed"`` (kernel-2 stride-2
+            transposed convolution, which leaves a checkerboard in the attention maps;
+            checkpoints stored before this field had it).
         attention_gates: put a ``SegAttentionGate`` after every decoder stage.
         deep_supervision: also output region logits of the coarser decoder stages.
         norm: ``"instance"`` or ``"group"`` normalisation (both federate safely).
@@ -55,6 +59,7 @@ class ModelConfig(BaseModel):
     max_width: int = Field(320, ge=2)
     encoder_blocks: tuple[PositiveInt, ...]
     skip_merge: SkipMerge = "add"
+    upsample: Upsample = "trilinear"
     attention_gates: bool = True
     deep_supervision: bool = False
     norm: Literal["instance", "group"] = "instance"
@@ -160,7 +165,9 @@ class SegGuidedNet(nn.Module):
         )
         decoder_levels = range(cfg.levels - 2, -1, -1)  # coarsest decoder stage first
         self.decoder = nn.ModuleList(
-            DecoderStage(widths[level + 1], widths[level], widths[level], norm=cfg.norm, merge=cfg.skip_merge)
+            DecoderStage(
+                widths[level + 1], widths[level], widths[level], norm=cfg.norm, merge=cfg.skip_merge, upsample=cfg.upsample
+            )
             for level in decoder_levels
         )
         self.gates = nn.ModuleList(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -43,13 +43,20 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """Mean losses over the steps taken, and the throughput."""
+    """Mean losses over the steps taken, and where the time went.
+
+    Attributes:
+        seconds: the whole loop.
+        data_seconds: the part spent waiting for batches (reading, preprocessing and
+            augmenting cases); the rest is the network's.
+    """
 
     loss: float
     segmentation_loss: float
     attention_loss: float
     steps: int
     seconds: float
+    data_seconds: float = 0.0
 
     @property
     def steps_per_second(self) -> float:
@@ -98,12 +105,17 @@ def _proximal_term(model: nn.Module, anchor: Sequence[torch.Tensor]) -> torch.Te
     return sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))  # type: ignore[return-value]
 
 
+StepCallback = Callable[[int, int, float], None]
+"""Called after every optimiser step with (steps done, steps in total, seconds since the first)."""
+
+
 def train_steps(
     model: nn.Module,
     loader: Iterable[dict],
     loss_fn: SegGuidedLoss,
     settings: TrainingSettings,
     device: torch.device,
+    on_step: StepCallback | None = None,
 ) -> TrainingResult:
     """Train ``model`` in place for ``settings.steps`` optimiser steps.
 
@@ -114,6 +126,7 @@ def train_steps(
         loss_fn: segmentation plus attention-supervision loss.
         settings: steps, optimiser and FedProx settings.
         device: where to train.
+        on_step: progress callback (``StepCallback``), e.g. a log line now and then.
 
     Returns:
         Mean total, segmentation and attention losses over the steps, and timing.
@@ -130,8 +143,11 @@ def train_steps(
     totals = torch.zeros(3, dtype=torch.float64)
     batches = _cycle(loader)
     start = time.perf_counter()
+    data_seconds = 0.0
     for step in range(settings.steps):
+        waited = time.perf_counter()
         batch = next(batches)
+        data_seconds += time.perf_counter() - waited
         image = batch["image"].to(device, non_blocking=True)
         regions = batch["regions"].to(device, non_blocking=True)
         subregions = batch["subregions"].to(device, non_blocking=True)
@@ -151,6 +167,8 @@ def train_steps(
         totals += torch.stack(
             [torch.as_tensor(t).detach().double().cpu() for t in (terms.total, terms.segmentation, terms.attention)]
         )
+        if on_step is not None:
+            on_step(step + 1, settings.steps, time.perf_counter() - start)
     seconds = time.perf_counter() - start
     means = (totals / settings.steps).tolist()
-    return TrainingResult(means[0], means[1], means[2], settings.steps, seconds)
+    return TrainingResult(means[0], means[1], means[2], settings.steps, seconds, data_seconds)

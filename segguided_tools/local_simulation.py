@@ -52,14 +52,25 @@ class LocalFederation:
     env: dict[str, str]
     port: int
 
-    def run(self, run_config: str, supernodes: int = 3, timeout: float = 900, app_dir: Path = PROJECT_ROOT) -> RunOutcome:
+    def run(
+        self, run_config: str, supernodes: int = 3, timeout: float = 900, app_dir: Path = PROJECT_ROOT,
+        gpus_per_client: float = 0.0,
+    ) -> RunOutcome:
         """Start a run of the app in ``app_dir`` and wait for it; ``RunFailed`` unless it completed."""
-        run_id = self.start(run_config, supernodes, app_dir)
+        run_id = self.start(run_config, supernodes, app_dir, gpus_per_client)
         return wait_for_run(run_id, app_dir, self.env, timeout=timeout)
 
-    def start(self, run_config: str, supernodes: int = 3, app_dir: Path = PROJECT_ROOT) -> str:
-        """Submit a run of the app in ``app_dir`` (this project by default); return its id."""
+    def start(
+        self, run_config: str, supernodes: int = 3, app_dir: Path = PROJECT_ROOT, gpus_per_client: float = 0.0
+    ) -> str:
+        """Submit a run of the app in ``app_dir`` (this project by default); return its id.
+
+        Each simulated client gets one CPU and ``gpus_per_client`` of a GPU (e.g. 0.33:
+        three clients share one GPU).
+        """
         federation = f"num-supernodes={supernodes} client-resources-num-cpus=1"
+        if gpus_per_client:
+            federation += f" client-resources-num-gpus={gpus_per_client}"
         return start_run(app_dir, run_config, federation, self.env)
 
     def process_ids(self) -> set[int]:

@@ -12,9 +12,10 @@ from torch import nn
 from segguided_federation.run_config import RunConfig
 from segguided_federation.synthetic_data import synthetic_federation
 from segguided_model.data.layouts import CaseRecord
-from segguided_model.data.pipeline import build_eval_dataset
+from segguided_model.data.pipeline import build_eval_dataset, cache_size_bytes
 from segguided_model.data.qa import DECLARE_HINT, run_qa
 from segguided_model.evaluation import evaluate_volumes
+from segguided_model.inference import SlidingWindow
 
 log = logging.getLogger(__name__)
 
@@ -23,26 +24,35 @@ class ValidationDataError(RuntimeError):
     """The server's validation cases cannot be found or none of them is usable."""
 
 
-def central_validation_cases(config: RunConfig) -> list[CaseRecord]:
-    """The server's held-out cases (``server-validation-dir``, or the synthetic ones), after the QA gate.
+def central_validation_folder(config: RunConfig) -> Path:
+    """The server's held-out cases: ``server-validation-dir``, or the synthetic federation's.
+
+    Raises:
+        ValidationDataError: real site data (``data-dir``) without ``server-validation-dir``.
+    """
+    if config.server_validation_dir:
+        return Path(config.server_validation_dir).expanduser()
+    if config.uses_synthetic_data:
+        return synthetic_federation(config).validation_dir
+    raise ValidationDataError(
+        "data-dir points at real site data, so set server-validation-dir to the server's own held-out cases"
+    )
+
+
+def central_validation_cases(config: RunConfig, cache_dir: Path | None = None) -> list[CaseRecord]:
+    """The server's held-out cases after the QA gate.
 
     The gate reads the folder in ``server-validation-convention`` if set, otherwise in the
-    one convention all its labels decide (``labels.decide_convention``).
+    one convention all its labels decide (``labels.decide_convention``); with
+    ``cache_dir`` it reads only cases whose files changed since their last check.
 
     Raises:
         ValidationDataError: no validation folder is configured, or none of its cases
             passes QA (the message counts the reasons).
     """
-    if config.server_validation_dir:
-        folder = Path(config.server_validation_dir).expanduser()
-    elif config.uses_synthetic_data:
-        folder = synthetic_federation(config).validation_dir
-    else:
-        raise ValidationDataError(
-            "data-dir points at real site data, so set server-validation-dir to the server's "
-            "own held-out cases"
-        )
-    report = run_qa(folder, convention=config.server_validation_convention or None)
+    folder = central_validation_folder(config)
+    report = run_qa(folder, convention=config.server_validation_convention or None, cache_dir=cache_dir)
+    log.info("central validation: QA gate: %s", report.reuse_line())
     for case_id, reason in report.rejected:
         log.warning("central validation: skipping case %s: %s (%s)", case_id, reason, report.details[case_id])
     labelled = report.trainable
@@ -59,26 +69,34 @@ def central_validation_cases(config: RunConfig) -> list[CaseRecord]:
 
 
 class CentralValidator:
-    """Sliding-window validation of a model on a fixed list of cases.
+    """Whole-volume validation of a model on a fixed list of cases, preprocessed once.
 
     Args:
         cases: labelled cases that passed the QA gate.
-        roi_size: sliding-window size (MONAI's ``roi_size``; the training patch size).
+        window: sliding windows over each case's brain (``validation-roi-size``,
+            ``validation-overlap``, ``inference-memory-mb``, AMP).
         device: where to run inference.
-        mixed_precision: float16 autocast on CUDA.
+        cache_dir: where the preprocessed cases are kept (``eval-v<N>/``): each case is
+            read, reoriented and normalised once, then loaded from there every round.
     """
 
     def __init__(
         self,
         cases: Sequence[CaseRecord],
-        roi_size: tuple[int, int, int],
+        window: SlidingWindow,
         device: torch.device,
-        mixed_precision: bool = False,
+        cache_dir: Path | None = None,
     ) -> None:
-        self.volumes = build_eval_dataset(cases)
-        self.roi_size = roi_size
+        self.volumes = build_eval_dataset(cases, cache_dir)
+        self.window = window
         self.device = device
-        self.mixed_precision = mixed_precision
+        self.cache_dir = cache_dir
+        self._reported = False
 
     def __call__(self, model: nn.Module) -> tuple[list[dict], dict[str, float]]:
-        return evaluate_volumes(model, self.volumes, self.roi_size, self.device, self.mixed_precision)
+        result = evaluate_volumes(model, self.volumes, self.window, self.device)
+        if self.cache_dir is not None and not self._reported:
+            self._reported = True
+            log.info("central validation: %d preprocessed case(s), %.1f MiB in %s", len(self.volumes),
+                     cache_size_bytes(self.cache_dir) / 2**20, self.cache_dir)
+        return result

@@ -206,6 +206,7 @@ class CheckpointedStrategy(Strategy):
         record = self.history.round(number)
         record.central = {key: float(value) for key, value in means.items()}
         record.timing["central-validation-seconds"] = time.perf_counter() - started
+        record.timing["central-validation-seconds-per-case"] = record.timing["central-validation-seconds"] / len(rows)
         is_best = self.history.best_round() == number
         self.history.write()  # the round's row first: a checkpoint never exists without it
         self.folder.save_round(

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 
+from segguided_federation.config_model import kebab_case
 from segguided_federation.differential_privacy import PrivacySettings
 from segguided_federation.run_config import RunConfig
 from segguided_federation.secure_protocol import SessionId, majority_threshold
@@ -79,7 +80,7 @@ class SecureRoundReport:
     timing: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+        return {kebab_case(key): value for key, value in asdict(self).items()}
 
 
 @dataclass

@@ -15,16 +15,22 @@ from segguided_federation import metric_keys as keys
 from segguided_federation.logging_setup import route_to_flower_console
 from segguided_federation.metrics_endpoint import serve_metrics
 from segguided_federation.run_config import RunConfig
+from segguided_federation.site_data import site_cache_dir
 from segguided_model.checkpoint import load_checkpoint
 from segguided_model.metrics import DICE_MEAN_KEY
 from segguided_model.network import SegGuidedNet
 from segguided_model.state_arrays import model_to_arrays
 from segguided_model.training import resolve_device, resolve_mixed_precision
-from server.central_validation import CentralValidator, central_validation_cases
+from server.central_validation import (
+    CentralValidator,
+    central_validation_cases,
+    central_validation_folder,
+)
 from server.checkpointed_strategy import CheckpointedStrategy
 from server.history import RunHistory
 from server.metrics_exporter import ServerMetrics
 from server.privacy_accountant import PrivacyAccountant
+from server.prompt_grid import PromptGrid
 from server.resumed_round import EvaluateInterruptedRound, evaluate_interrupted_round
 from server.run_folder import RunFolder
 from server.secure_aggregation import SecureAggregationWorkflow
@@ -90,7 +96,11 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
         lambda: len(grid.get_node_ids()), config.min_available_clients, config.client_wait_timeout, "run start"
     )
     check_federation_size(config, supernodes)
-    validator = CentralValidator(central_validation_cases(config), config.patch_size, device, mixed_precision)
+    validation_cache = site_cache_dir(central_validation_folder(config))
+    validator = CentralValidator(
+        central_validation_cases(config, validation_cache), config.validation_window(mixed_precision), device,
+        validation_cache,
+    )
     inner = build_strategy(config, ndarrays_to_parameters(model_to_arrays(model)))
     if resume is not None:
         saved = resume.extra.get("optimizer-state", {})
@@ -139,10 +149,10 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
                     round_offset=completed_rounds,
                 )
             DefaultWorkflow(fit_workflow=EvaluateInterruptedRound(fit_workflow, pending=interrupted))(
-                grid, legacy_context
+                PromptGrid(grid, round_offset=completed_rounds), legacy_context
             )
         elif interrupted:
-            evaluate_interrupted_round(grid, legacy_context)
+            evaluate_interrupted_round(PromptGrid(grid, round_offset=completed_rounds), legacy_context)
     finally:
         if endpoint is not None:
             endpoint.close()

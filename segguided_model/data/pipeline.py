@@ -1,9 +1,13 @@
 """Training and evaluation datasets: preprocessing, tumour-biased patch sampling, augmentation.
 
-The deterministic part (``preprocessing.deterministic_transforms`` plus a crop to the
-brain and padding to the patch size) can be cached on disk; the random part (patch
-crops, flips, intensity augmentation) runs every epoch. Patches are centred on tumour
-(any of ET, TC, WT) two times out of three, on brain otherwise.
+The deterministic part (``preprocessing.deterministic_transforms``, a crop to the
+bounding box of brain and tumour, region masks as ``uint8``; for training also padding
+to the patch size) is cached on disk once per case in a site's cache folder
+(``PersistentDataset``): ``train-v<N>-patch<D>x<H>x<W>/`` and ``eval-v<N>/``. A cached
+case is read again when one of its files changes (their sizes and modification times are
+part of the cache key). The random part (patch crops, flips, intensity augmentation)
+runs every epoch. Patches are centred on tumour (any of ET, TC, WT) two times out of
+three, on brain otherwise.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from segguided_model.data.preprocessing import (
     case_to_item,
     deterministic_transforms,
 )
+from segguided_model.data.qa_cache import file_identity
 
 VOLUME_KEYS: tuple[str, ...] = (IMAGE_KEY, REGIONS_KEY, SUBREGIONS_KEY)
 """Keys that are cropped, padded and flipped together."""
@@ -50,8 +55,14 @@ INTENSITY_SHIFT: float = 0.1
 INTENSITY_PROBABILITY: float = 0.5
 FLIP_PROBABILITY: float = 0.5
 
-CACHE_VERSION = 2
-"""Bump when the cached (deterministic) transforms change (2: files read by ``volume_file``)."""
+CACHE_VERSION = 3
+"""Bump when the cached (deterministic) transforms change (2: files read by ``volume_file``;
+3: crop to brain and tumour, ``uint8`` region masks, files' identity in the key)."""
+
+FILE_IDENTITY_KEY = "file_identity"
+"""Item key holding the case files' sizes and modification times: part of the cache key, then dropped."""
+
+FOREGROUND_KEY = "foreground"
 
 
 class Contiguousd(MapTransform):
@@ -72,9 +83,32 @@ class Contiguousd(MapTransform):
         return item
 
 
-def _is_brain(image: torch.Tensor) -> torch.Tensor:
-    """Non-zero voxels: the brain of a skull-stripped, non-zero-normalised image."""
-    return image != 0
+class Foregroundd(MapTransform):
+    """Add ``"foreground"`` ``(1, D, H, W)``: voxels of the brain (non-zero in any modality) or of the tumour.
+
+    The box to crop to: the brain of a skull-stripped, non-zero-normalised image, and any
+    labelled voxel even where the images are zero, so that no reference voxel is cut off.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(keys=[IMAGE_KEY])
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        item = dict(data)
+        mask = torch.as_tensor(item[IMAGE_KEY]).ne(0).any(dim=0, keepdim=True)
+        if REGIONS_KEY in item:
+            mask |= torch.as_tensor(item[REGIONS_KEY]).ne(0).any(dim=0, keepdim=True)
+        item[FOREGROUND_KEY] = mask
+        return item
+
+
+def _cropped_to_foreground(keys: list[str]) -> list[MapTransform]:
+    """Crop ``keys`` to the bounding box of brain and tumour; region masks become ``uint8``."""
+    return [
+        Foregroundd(),
+        CropForegroundd(keys=keys, source_key=FOREGROUND_KEY, allow_smaller=True),
+        EnsureTyped(keys=[REGIONS_KEY, SUBREGIONS_KEY], dtype=torch.uint8, allow_missing_keys=True),
+    ]
 
 
 def _check_patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
@@ -100,7 +134,7 @@ def training_transforms(patch_size: Sequence[int], samples_per_case: int = 1) ->
     cacheable = [
         *deterministic_transforms(with_label=True),
         SelectItemsd(keys=[*keys, CASE_ID_KEY]),
-        CropForegroundd(keys=keys, source_key=IMAGE_KEY, select_fn=_is_brain, allow_smaller=True),
+        *_cropped_to_foreground(keys),
         SpatialPadd(keys=keys, spatial_size=patch),
         SelectItemsd(keys=[*keys, CASE_ID_KEY]),  # drop the crop's coordinate keys
         Contiguousd(keys=keys),
@@ -130,7 +164,27 @@ def _labelled_items(cases: Sequence[CaseRecord], purpose: str) -> list[dict]:
     unlabelled = [case.case_id for case in cases if not case.has_label]
     if unlabelled:
         raise ValueError(f"{purpose} needs segmentations; case(s) {unlabelled[:5]} have none")
-    return [case_to_item(case) for case in cases]
+    return [{**case_to_item(case), FILE_IDENTITY_KEY: file_identity(case)} for case in cases]
+
+
+def _dataset(items: list[dict], transform: Compose, cache_dir: Path | None, folder: str) -> Dataset:
+    """``items`` through ``transform``, the deterministic part kept in ``cache_dir/folder`` when given."""
+    if cache_dir is None:
+        return Dataset(data=items, transform=transform)
+    path = Path(cache_dir) / folder
+    path.mkdir(parents=True, exist_ok=True)
+    return PersistentDataset(data=items, transform=transform, cache_dir=path)
+
+
+def cache_size_bytes(cache_dir: Path) -> int:
+    """Bytes held by the preprocessed volumes in a site's cache folder (every ``train-*``/``eval-*`` folder)."""
+    return sum(
+        entry.stat().st_size
+        for folder in Path(cache_dir).glob("*-v*")
+        if folder.is_dir()
+        for entry in folder.iterdir()
+        if entry.is_file()
+    )
 
 
 def build_train_loader(
@@ -151,7 +205,7 @@ def build_train_loader(
         seed: fixes shuffling, patch positions and augmentation (also with workers).
         num_workers: loader worker processes.
         cache_dir: if set, the deterministic part is cached there (``PersistentDataset``,
-            in a sub-folder per patch size and cache version).
+            in a sub-folder per patch size and cache version) and read from there afterwards.
         samples_per_case: patches drawn from each case per epoch.
 
     Returns:
@@ -171,13 +225,8 @@ def build_train_loader(
     items = _labelled_items(cases, "training")
     cacheable, random = training_transforms(patch_size, samples_per_case)
     transform = Compose([*cacheable, *random])
-    if cache_dir is None:
-        dataset = Dataset(data=items, transform=transform)
-    else:
-        patch = "x".join(str(n) for n in _check_patch_size(patch_size))
-        folder = Path(cache_dir) / f"train-v{CACHE_VERSION}-patch{patch}"
-        folder.mkdir(parents=True, exist_ok=True)
-        dataset = PersistentDataset(data=items, transform=transform, cache_dir=folder)
+    patch = "x".join(str(n) for n in _check_patch_size(patch_size))
+    dataset = _dataset(items, transform, cache_dir, f"train-v{CACHE_VERSION}-patch{patch}")
     generator = torch.Generator()
     generator.manual_seed(seed)
     transform.set_random_state(seed=seed % np.iinfo(np.uint32).max)
@@ -191,15 +240,21 @@ def build_train_loader(
     )
 
 
-def build_eval_dataset(cases: Sequence[CaseRecord]) -> Dataset:
-    """Whole preprocessed volumes for sliding-window validation, one case per item.
+def build_eval_dataset(cases: Sequence[CaseRecord], cache_dir: Path | None = None) -> Dataset:
+    """Preprocessed volumes for whole-volume validation, one case per item, cropped to brain and tumour.
+
+    Outside the crop every image is zero and every mask empty, so Dice and HD95 on the
+    crop equal those on the whole grid for any prediction that is background there
+    (``inference.predict_volume``'s is).
 
     Args:
         cases: labelled cases.
+        cache_dir: if set, each case is preprocessed once and read from
+            ``cache_dir/eval-v<N>/`` afterwards.
 
     Returns:
-        A ``Dataset`` of dicts with ``"image"`` ``(4, D, H, W)``, ``"regions"`` and
-        ``"subregions"`` ``(3, D, H, W)`` (MetaTensors, RAS, not cropped or padded),
+        A ``Dataset`` of dicts with ``"image"`` ``(4, D, H, W)`` float32, ``"regions"``
+        and ``"subregions"`` ``(3, D, H, W)`` uint8 (MetaTensors, RAS, cropped),
         ``"spacing"`` (mm along D, H, W of that RAS grid, for HD95) and ``"case_id"``.
 
     Raises:
@@ -207,5 +262,11 @@ def build_eval_dataset(cases: Sequence[CaseRecord]) -> Dataset:
     """
     items = _labelled_items(cases, "evaluation")
     keys = [*VOLUME_KEYS, SPACING_KEY, CASE_ID_KEY]
-    transform = Compose([*deterministic_transforms(with_label=True), SelectItemsd(keys=keys)])
-    return Dataset(data=items, transform=transform)
+    transform = Compose([
+        *deterministic_transforms(with_label=True),
+        SelectItemsd(keys=keys),
+        *_cropped_to_foreground(list(VOLUME_KEYS)),
+        SelectItemsd(keys=keys),
+        Contiguousd(keys=list(VOLUME_KEYS)),
+    ])
+    return _dataset(items, transform, cache_dir, f"eval-v{CACHE_VERSION}")

@@ -31,6 +31,7 @@ from segguided_model.data.discovery import (
     discover_cases,
 )
 from segguided_model.data.layouts import MODALITIES, CaseRecord, layout_conventions
+from segguided_model.data.qa_cache import CaseOutcome, QACache
 from segguided_model.data.volume_file import (
     READ_FAILURES,
     Grid,
@@ -95,6 +96,8 @@ class QAReport:
         rejected: cases that failed, each with one reason code.
         details: case id → what exactly failed (names the file); stays on site.
         strays: entries that are not cases; stays on site.
+        reused: cases whose kept outcome was reused (their files unchanged since).
+        checked: cases read and checked this time.
     """
 
     site_dir: Path
@@ -105,6 +108,8 @@ class QAReport:
     details: dict[str, str] = field(default_factory=dict)
     strays: list[StrayEntry] = field(default_factory=list)
     convention_reason: str = ""
+    reused: int = 0
+    checked: int = 0
 
     @property
     def trainable(self) -> list[CaseRecord]:
@@ -126,12 +131,17 @@ class QAReport:
             "stray-entries": len(self.strays),
         }
 
+    def reuse_line(self) -> str:
+        """``"3 case(s) checked, 37 reused (files unchanged since their last check)"``."""
+        return f"{self.checked} case(s) checked, {self.reused} reused (files unchanged since their last check)"
+
     def to_json(self, include_details: bool = False) -> str:
         """The summary as JSON; ``include_details`` adds details and stray names (site-local use only)."""
         document = self.summary()
         if include_details:
             document["site-dir"] = str(self.site_dir)
             document["convention-reason"] = self.convention_reason
+            document["checked"], document["reused"] = self.checked, self.reused
             document["details"] = dict(self.details)
             document["strays"] = [{"name": s.name, "reason": s.reason} for s in self.strays]
         return json.dumps(document, indent=2)
@@ -145,6 +155,7 @@ class QAReport:
                 f"{len(self.valid)} valid case(s) ({len(self.trainable)} with segmentation), "
                 f"{len(self.rejected)} rejected, {len(self.strays)} stray entr{'y' if len(self.strays) == 1 else 'ies'}"
             ),
+            self.reuse_line(),
         ]
         if self.rejected:
             width = max(len("case"), *(len(r.case_id) for r in self.rejected))
@@ -160,7 +171,13 @@ class QAReport:
         return "\n".join(lines)
 
 
-def run_qa(site_dir: Path | str, *, layout: str | None = None, convention: str | None = None) -> QAReport:
+def run_qa(
+    site_dir: Path | str,
+    *,
+    layout: str | None = None,
+    convention: str | None = None,
+    cache_dir: Path | None = None,
+) -> QAReport:
     """Check every case in ``site_dir`` and sort them into valid and rejected.
 
     Args:
@@ -168,6 +185,8 @@ def run_qa(site_dir: Path | str, *, layout: str | None = None, convention: str |
         layout: force the layout (``"brats2021"``, ``"brats2023"``, ``"msd"``).
         convention: declare the label convention; otherwise decided once from all the
             site's labels (``labels.decide_convention``).
+        cache_dir: the site's cache folder: a case whose files are unchanged since its last
+            check is not read again (``data.qa_cache``); ``None`` checks every case.
 
     Returns:
         A ``QAReport``. Bad cases are rejected with a reason, never raised.
@@ -176,7 +195,7 @@ def run_qa(site_dir: Path | str, *, layout: str | None = None, convention: str |
         FileNotFoundError: ``site_dir`` does not exist.
         ValueError: ``layout`` or ``convention`` is unknown.
     """
-    return _gate(discover_cases(site_dir, layout=layout, convention=convention), convention)
+    return _gate(discover_cases(site_dir, layout=layout, convention=convention), convention, QACache(cache_dir))
 
 
 def qa_case_folder(case_dir: Path | str, *, layout: str | None = None, convention: str | None = None) -> QAReport:
@@ -195,7 +214,7 @@ def qa_case_folder(case_dir: Path | str, *, layout: str | None = None, conventio
         FileNotFoundError: ``case_dir`` does not exist.
         ValueError: ``layout`` or ``convention`` is unknown.
     """
-    return _gate(discover_case_folder(case_dir, layout=layout, convention=convention), convention)
+    return _gate(discover_case_folder(case_dir, layout=layout, convention=convention), convention, QACache(None))
 
 
 class _CaseProblem(Exception):
@@ -205,7 +224,7 @@ class _CaseProblem(Exception):
         self.detail = detail
 
 
-def _gate(found: DiscoveryResult, declared: str | None) -> QAReport:
+def _gate(found: DiscoveryResult, declared: str | None, cache: QACache) -> QAReport:
     """Check each found case, then read every label in the one convention, declared or decided here.
 
     Cases whose labels fit none of the layout's candidate conventions are left out of the
@@ -218,14 +237,21 @@ def _gate(found: DiscoveryResult, declared: str | None) -> QAReport:
     label_values: dict[str, frozenset[int]] = {}
     readable: list[CaseRecord] = []
     for case in found.cases:
-        try:
-            values = _check_case(case)
-        except _CaseProblem as problem:
-            _reject(report, case.case_id, problem.reason, problem.detail)
+        outcome = cache.lookup(case)
+        if outcome is None:
+            try:
+                outcome = CaseOutcome(label_values=_check_case(case))
+            except _CaseProblem as problem:
+                outcome = CaseOutcome(reason=problem.reason, detail=problem.detail)
+            cache.store(case, outcome)
+        if outcome.reason is not None:
+            _reject(report, case.case_id, outcome.reason, outcome.detail)
             continue
         readable.append(case)
-        if values is not None:
-            label_values[case.case_id] = values
+        if outcome.label_values is not None:
+            label_values[case.case_id] = outcome.label_values
+    cache.save()
+    report.reused, report.checked = cache.reused, cache.checked
 
     if declared is not None:
         report.convention, report.convention_reason = declared, "declared"

@@ -1,16 +1,14 @@
-"""Synthetic hospitals: brain-like multi-modal MRI cases with tumours, written as real NIfTI sites.
+"""Synthetic hospitals: phantom brain-tumour cases written as real NIfTI sites, generated once and shared.
 
-Each case is a skull-stripped brain phantom (white and grey matter, cortical CSF, an
-interhemispheric fissure, two lateral ventricles) with one glioma-like tumour: a necrotic
-core inside an enhancing rim inside oedema, sometimes without necrosis or without
-enhancement. Tissue contrasts follow real scans (ET bright on T1c, necrosis dark on T1c,
-oedema bright on FLAIR and T2, CSF dark on FLAIR). Each site has its own scanner (gain,
-gamma, bias field, noise, slice thickness) and population (tumour size mix), so sites are
-non-IID while the contrasts that separate sub-regions survive.
+Every case is a ``data.phantom`` case: an MNI152 subject with a glioma grown in its white
+matter, pushing the anatomy aside, seen through its site's scanner (see
+``data/phantom/case.py``). Sites differ in scanner and population, so they are non-IID
+while the contrasts that separate sub-regions survive. Volumes cover BraTS's field of
+view (240×240×155 mm) on an isotropic grid: 1 mm is BraTS geometry, ``CPU_SPACING_MM``
+the coarser grid that CPU runs use.
 
 Everything is drawn from ``numpy.random.SeedSequence(seed)``: the same parameters give the
-same files. Smooth random fields are drawn on a coarse grid and upsampled trilinearly, so
-a 240×240×155 case costs seconds and a 48³ case a few tens of milliseconds.
+same files.
 """
 
 from __future__ import annotations
@@ -25,200 +23,37 @@ from typing import Mapping
 
 import nibabel as nib
 import numpy as np
-import torch
-from scipy.ndimage import gaussian_filter
 
 from segguided_model.data.entries import visible_entries
 from segguided_model.data.layouts import CASE_FOLDER_LAYOUTS, MODALITIES
+from segguided_model.data.phantom.case import (
+    FIELD_OF_VIEW_MM as BRATS_FIELD_OF_VIEW_MM,
+)
+from segguided_model.data.phantom.case import (
+    brats_grid,
+    synthesize_case,
+    voxel_spacing,
+)
+from segguided_model.data.phantom.scanner import draw_site_profiles
 from segguided_model.labels import get_convention
 
-DEFAULT_SIZE: tuple[int, int, int] = (48, 48, 48)
-FIELD_OF_VIEW_MM: float = 240.0
-"""Field of view of the largest axis; spacing is isotropic, 1 mm at 240×240×155."""
+CPU_SPACING_MM: float = 5.0
+"""The coarser grid for CPU runs: BraTS's field of view at 5 mm, 48×48×31 voxels. At 4 mm
+(60×60×39) the main job's central validation needs four 48³ windows a case instead of one
+and the job takes about twice as long; at 1 mm it cannot run on a CPU in minutes."""
+DEFAULT_SIZE: tuple[int, int, int] = brats_grid(CPU_SPACING_MM)
 
-MIN_SIZE: int = 16
+MIN_SIZE: int = 8
+
+
+def brats_grid_with_largest_axis(voxels: int) -> tuple[int, int, int]:
+    """BraTS's field of view with ``voxels`` along its largest axis: ``240`` → ``(240, 240, 155)``, ``48`` → ``(48, 48, 31)``.
+
+    What the run config's and the experiment grids' ``synthetic-size`` means.
+    """
+    return brats_grid(BRATS_FIELD_OF_VIEW_MM / voxels)
+
 VALIDATION_FOLDER = "validation"
-
-TISSUE_INTENSITY: Mapping[str, tuple[float, float, float, float]] = {
-    # relative signal per modality, in MODALITIES order (t1, t1c, t2, flair)
-    "CSF": (0.25, 0.25, 1.00, 0.10),
-    "GM": (0.62, 0.64, 0.62, 0.60),
-    "WM": (0.88, 0.88, 0.42, 0.48),
-    "ED": (0.60, 0.62, 0.82, 0.98),
-    "NCR": (0.32, 0.28, 0.92, 0.55),
-    "ET": (0.70, 1.45, 0.70, 0.80),
-}
-"""Tissue contrasts as on real T1, T1c, T2 and FLAIR scans."""
-
-TISSUES: tuple[str, ...] = tuple(TISSUE_INTENSITY)
-_FIRST_TUMOUR_TISSUE = TISSUES.index("ED")  # tissues from here on are tumour sub-regions
-
-PROBABILITY_NO_NECROSIS: float = 0.12
-PROBABILITY_NO_ENHANCEMENT: float = 0.06
-
-
-@dataclass(frozen=True)
-class SiteProfile:
-    """One synthetic hospital: its scanner and its patient population.
-
-    Attributes:
-        gain: per-modality scale from relative signal to stored integers.
-        gamma: per-modality exponent applied to the relative signal.
-        bias_strength: amplitude of the smooth multiplicative bias field (log scale).
-        noise: Rician noise level relative to the white-matter signal.
-        slice_thickness_mm: through-plane blur of the last axis.
-        tumour_radius: range of whole-tumour radii as a fraction of the largest axis.
-    """
-
-    gain: tuple[float, float, float, float]
-    gamma: tuple[float, float, float, float]
-    bias_strength: float
-    noise: float
-    slice_thickness_mm: float
-    tumour_radius: tuple[float, float]
-
-
-def draw_site_profiles(sites: int, seed: int) -> list[SiteProfile]:
-    """Draw ``sites`` scanner/population profiles, stratified so that every site differs.
-
-    Each scalar parameter is drawn once per site from its own stratum of the range
-    (stratum order shuffled per parameter), so even two sites never look alike.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1_000_001,)))
-
-    def stratified(low: float, high: float, count: int = sites) -> np.ndarray:
-        strata = (rng.permutation(count) + rng.uniform(0.15, 0.85, count)) / count
-        return low + (high - low) * strata
-
-    log_gain = stratified(np.log(300.0), np.log(2000.0))
-    gamma = stratified(0.8, 1.25)
-    bias = stratified(0.05, 0.3)
-    noise = stratified(0.01, 0.05)
-    thickness = stratified(1.0, 6.0)
-    radius_centre = stratified(0.17, 0.24)
-    profiles = []
-    for site in range(sites):
-        jitter = rng.uniform(-0.15, 0.15, len(MODALITIES))
-        gamma_jitter = rng.uniform(-0.05, 0.05, len(MODALITIES))
-        profiles.append(
-            SiteProfile(
-                gain=tuple(float(np.exp(log_gain[site] + j)) for j in jitter),
-                gamma=tuple(float(gamma[site] + j) for j in gamma_jitter),
-                bias_strength=float(bias[site]),
-                noise=float(noise[site]),
-                slice_thickness_mm=float(thickness[site]),
-                tumour_radius=(float(radius_centre[site] - 0.04), float(radius_centre[site] + 0.05)),
-            )
-        )
-    return profiles
-
-
-def voxel_spacing(size: tuple[int, int, int]) -> float:
-    """Isotropic spacing (mm) that gives the largest axis a ``FIELD_OF_VIEW_MM`` field of view."""
-    return FIELD_OF_VIEW_MM / max(size)
-
-
-def _smooth_field(rng: np.random.Generator, size: tuple[int, int, int], coarse: int) -> np.ndarray:
-    """Unit-variance smooth random field ``size`` with about ``coarse`` blobs along the largest axis.
-
-    White noise on a grid of ``4 * coarse`` points is Gaussian-smoothed there (cheap, and
-    free of the creases of plain trilinear upsampling), then upsampled trilinearly.
-    """
-    grid = [min(n, max(4, round(4 * coarse * n / max(size)))) for n in size]
-    smoothed = gaussian_filter(rng.standard_normal(grid).astype(np.float32), sigma=1.5, mode="wrap")
-    noise = torch.from_numpy(smoothed)[None, None]
-    field = torch.nn.functional.interpolate(noise, size=size, mode="trilinear", align_corners=True)[0, 0]
-    field = (field - field.mean()) / (field.std() + 1e-6)
-    return field.numpy()
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    return q * np.sign(np.diag(r))
-
-
-def synthesize_case(
-    profile: SiteProfile, size: tuple[int, int, int], rng: np.random.Generator
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Draw one case's images and sub-region masks.
-
-    Args:
-        profile: the site's scanner and population.
-        size: array shape ``(H, W, D)``; the last axis is the slice axis.
-        rng: source of every random choice.
-
-    Returns:
-        ``(images, subregions)``: modality → ``int16`` array ``size`` (0 outside the
-        brain, ≥ 1 inside), and ``"NCR"``/``"ED"``/``"ET"`` → boolean mask ``size``.
-    """
-    size = tuple(int(n) for n in size)
-    half = [(n - 1) / 2 for n in size]
-    axes = np.ogrid[tuple(slice(0, n) for n in size)]
-    axes = [(a.astype(np.float32) - c) for a, c in zip(axes, half)]
-
-    # brain: an ellipsoid with a wobbly surface; depth 0 at the centre, 1 at the surface
-    radii = [h * f for h, f in zip(half, (0.74, 0.84, 0.86))]
-    depth = np.sqrt(sum((a / r) ** 2 for a, r in zip(axes, radii)))
-    depth *= 1 + 0.03 * _smooth_field(rng, size, 6)
-    brain = depth < 1
-    tissue = np.full(size, TISSUES.index("WM"), dtype=np.uint8)
-    cortex = depth > 0.8 + 0.05 * _smooth_field(rng, size, 16)
-    tissue[cortex] = TISSUES.index("GM")
-    tissue[depth > 0.95] = TISSUES.index("CSF")
-    fissure = (np.abs(axes[0]) < max(0.6, 0.015 * size[0])) & (depth > 0.45) & (axes[2] > -0.2 * half[2])
-    tissue[np.broadcast_to(fissure, size)] = TISSUES.index("CSF")
-    for side in (-1, 1):  # lateral ventricles, elongated front to back
-        centre = (side * 0.11 * radii[0], 0.05 * radii[1], 0.12 * radii[2])
-        shape = (0.08 * radii[0], 0.34 * radii[1], 0.14 * radii[2])
-        ventricle = sum(((a - c) / s) ** 2 for a, c, s in zip(axes, centre, shape)) < 1
-        tissue[ventricle] = TISSUES.index("CSF")
-
-    # tumour: whole tumour ⊃ core ⊃ necrosis, each an irregular rotated ellipsoid
-    radius = rng.uniform(*profile.tumour_radius) * max(size)
-    direction = rng.standard_normal(3)
-    direction /= np.linalg.norm(direction)
-    offset = direction * rng.uniform(0.0, 0.45) * np.array(radii)
-    rotation = _random_rotation(rng)
-    elongation = rng.uniform(0.8, 1.2, 3)
-    shifted = [a - o for a, o in zip(axes, offset)]
-    rotated = [sum(rotation[i, j] * shifted[j] for j in range(3)) / elongation[i] for i in range(3)]
-    distance = np.sqrt(sum(r**2 for r in rotated)) / radius
-    whole = (distance * (1 + 0.18 * _smooth_field(rng, size, 8)) < 1) & brain
-    core_distance = distance * (1 + 0.10 * _smooth_field(rng, size, 8))
-    core_fraction = rng.uniform(0.5, 0.7)
-    core = (core_distance < core_fraction) & whole
-    enhancing = rng.random() >= PROBABILITY_NO_ENHANCEMENT
-    necrotic = rng.random() >= PROBABILITY_NO_NECROSIS or not enhancing
-    if not enhancing:
-        necrosis = core
-    elif necrotic:
-        necrosis = core & (core_distance < core_fraction - rng.uniform(0.22, 0.32))
-    else:
-        necrosis = np.zeros(size, dtype=bool)
-    subregions = {"NCR": necrosis, "ED": whole & ~core, "ET": core & ~necrosis}
-    for name, mask in subregions.items():
-        tissue[mask] = TISSUES.index(name)
-
-    # signal: tissue contrast, texture, partial volume, then the site's scanner
-    spacing = voxel_spacing(size)
-    through_plane = profile.slice_thickness_mm / spacing / 2.355
-    sigma = (0.5, 0.5, float(np.hypot(0.5, through_plane)))
-    table = np.array([TISSUE_INTENSITY[t] for t in TISSUES], dtype=np.float32)
-    texture = 1 + 0.04 * _smooth_field(rng, size, 16) + 0.06 * _smooth_field(rng, size, 8) * (tissue >= _FIRST_TUMOUR_TISSUE)
-    bias = _smooth_field(rng, size, 3)
-    images = {}
-    for index, modality in enumerate(MODALITIES):
-        signal = table[tissue, index] * texture * rng.uniform(0.95, 1.05)
-        signal = gaussian_filter(signal, sigma=sigma, mode="nearest")
-        signal *= np.exp(profile.bias_strength * (0.6 * bias + 0.4 * _smooth_field(rng, size, 3)))
-        signal = np.clip(signal, 1e-3, None) ** profile.gamma[index]
-        level = profile.noise * TISSUE_INTENSITY["WM"][index] ** profile.gamma[index]
-        real = signal + level * rng.standard_normal(size, dtype=np.float32)
-        imaginary = level * rng.standard_normal(size, dtype=np.float32)
-        signal = np.sqrt(real**2 + imaginary**2) * profile.gain[index]
-        stored = np.where(brain, np.clip(np.rint(signal), 1, np.iinfo(np.int16).max), 0)
-        images[modality] = stored.astype(np.int16)
-    return images, subregions
 
 
 def label_map(subregions: Mapping[str, np.ndarray], convention: str) -> np.ndarray:
@@ -244,7 +79,7 @@ def write_case(
     label: np.ndarray | None,
     spacing: float,
 ) -> None:
-    """Write one case folder in ``layout`` naming, RAS-flipped like BraTS (LPS affine)."""
+    """Write one case folder in ``layout`` naming; arrays in RAS order, stored as BraTS stores them (LPS affine)."""
     rules = CASE_FOLDER_LAYOUTS[layout]
     case_dir.mkdir(parents=True, exist_ok=True)
     shape = np.array(next(iter(images.values())).shape)
@@ -254,13 +89,13 @@ def write_case(
     if label is not None:
         outputs.append((rules.label_path(case_dir), label))
     for path, data in outputs:
-        image = nib.Nifti1Image(data, affine)
+        image = nib.Nifti1Image(np.ascontiguousarray(data[::-1, ::-1]), affine)
         image.header.set_xyzt_units("mm")
         nib.save(image, path)
 
 
-GENERATOR_VERSION = 1
-"""Bump whenever the same parameters would produce different files."""
+GENERATOR_VERSION = 2
+"""Bump whenever the same parameters would produce different files (2: the MNI152 phantom)."""
 
 MANIFEST_NAME = "manifest.json"
 
@@ -274,7 +109,8 @@ class SynthesisParameters:
         cases: labelled cases per site.
         val_cases: cases in the held-out server validation folder.
         layout: ``"brats2021"`` or ``"brats2023"`` file naming (and label convention).
-        size: array shape ``(H, W, D)`` of every volume.
+        size: array shape ``(X, Y, Z)`` of every volume (Z the slice axis); the spacing
+            gives the largest axis 240 mm (``brats_grid``: BraTS's field of view).
         seed: root of every random draw.
     """
 
@@ -342,9 +178,9 @@ def _write_federation(root: Path, parameters: SynthesisParameters) -> SyntheticF
     ]
     for number, (folder, profile, key) in enumerate(jobs):
         rng = np.random.default_rng(np.random.SeedSequence(parameters.seed, spawn_key=key))
-        images, subregions = synthesize_case(profile, parameters.size, rng)
+        case = synthesize_case(profile, parameters.size, rng)
         identifier = case_id(parameters.layout, number)
-        write_case(folder / identifier, parameters.layout, images, label_map(subregions, convention), spacing)
+        write_case(folder / identifier, parameters.layout, case.images, label_map(case.subregions, convention), spacing)
     federation.validation_dir.mkdir(parents=True, exist_ok=True)
     (root / MANIFEST_NAME).write_text(json.dumps(parameters.to_manifest(), indent=2))
     return federation
@@ -367,7 +203,9 @@ def generate_federation(
         cases: labelled cases per site.
         val_cases: cases in ``out_dir/validation``, drawn from every site's scanner in turn.
         layout: ``"brats2021"`` or ``"brats2023"`` naming; labels use its convention.
-        size: array shape ``(H, W, D)``; isotropic spacing, 1 mm at 240×240×155.
+        size: array shape ``(X, Y, Z)``; isotropic spacing, 240 mm over the largest axis:
+            ``(240, 240, 155)`` is BraTS geometry (1 mm), the default ``(48, 48, 31)`` the
+            CPU grid (5 mm); ``brats_grid(spacing)`` gives the shape for a spacing.
         seed: the same seed and parameters give identical files.
 
     Raises:

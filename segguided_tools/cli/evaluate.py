@@ -22,11 +22,17 @@ import numpy as np
 import torch
 from nibabel.processing import resample_from_to
 
+from segguided_model.attention_scores import (
+    ATTENTION_KEYS,
+    attention_scores,
+    mean_attention_scores,
+)
 from segguided_model.data.volume_file import (
     AFFINE_TOLERANCE_MM,
     VolumeFile,
     VolumeFileError,
     read_label_map,
+    read_volume,
 )
 from segguided_model.labels import (
     CONVENTIONS,
@@ -35,9 +41,11 @@ from segguided_model.labels import (
     fitting_conventions,
     get_convention,
     region_masks,
+    subregion_masks,
 )
 from segguided_model.metrics import METRIC_KEYS, case_metrics, mean_metrics
 from segguided_tools.cli.command_error import CommandError
+from segguided_tools.cli.segment import ATTENTION_SUFFIXES
 from segguided_tools.cli.segmentation_folder import (
     SegmentationFolder,
     find_segmentations,
@@ -54,7 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "BraTS-style evaluation. Predictions are PRED_DIR/<case-id>-seg.nii.gz or <case-id>.nii.gz "
             "(.nii alike); references are such files, BraTS case folders or an MSD task folder "
-            "(labelsTr/), matched by case id. Writes one row per case (HD95 in mm) and a final row of means."
+            "(labelsTr/), matched by case id. Writes one row per case (HD95 in mm) and a final row of means. "
+            "When PRED_DIR also holds segment's attention maps (<case-id>-attention-{ncr,ed,et}.nii.gz) for every "
+            "case, adds the Dice of each map thresholded at 0.5 against each reference sub-region "
+            "(attention-dice-ncr: the NCR map on NCR; attention-ncr-on-et: the NCR map on ET; ...)."
         ),
     )
     parser.add_argument("--pred", type=Path, required=True, metavar="PRED_DIR")
@@ -173,6 +184,35 @@ def evaluate_case(
     return case_metrics(pred_regions, ref_regions, ref_file.spacing)
 
 
+def attention_map_paths(pred_dir: Path, case_id: str) -> list[Path] | None:
+    """``segment``'s three attention maps of ``case_id`` in ``pred_dir`` (NCR, ED, ET), or None if any is missing."""
+    paths = [pred_dir / f"{case_id}{suffix}.nii.gz" for suffix in ATTENTION_SUFFIXES]
+    return paths if all(path.is_file() for path in paths) else None
+
+
+def score_attention_maps(case_id: str, map_paths: list[Path], ref_path: Path, ref_convention: str) -> dict[str, float]:
+    """``attention_scores.attention_scores`` of one case's map files against its reference's sub-regions.
+
+    Raises:
+        CommandError: a map cannot be read or lies on another grid than the reference.
+    """
+    ref_file, ref, _ = _read(case_id, ref_path, "reference")
+    maps = []
+    for path in map_paths:
+        try:
+            volume = read_volume(path)
+        except (VolumeFileError, FileNotFoundError) as error:
+            raise CommandError(f"case {case_id}: attention map {path}: {error}") from None
+        if not volume.grid.matches(ref_file.grid):
+            raise CommandError(
+                f"case {case_id}: attention map {path} and reference {ref_path} lie on different voxel grids "
+                f"(map {volume.grid.describe()}; reference {ref_file.grid.describe()})"
+            )
+        maps.append(torch.from_numpy(np.asarray(volume.data, dtype=np.float32)))
+    subregions = subregion_masks(torch.from_numpy(ref), get_convention(ref_convention))
+    return attention_scores(torch.stack(maps), subregions)
+
+
 def run(args: argparse.Namespace) -> int:
     for name, folder in (("--pred", args.pred), ("--ref", args.ref)):
         if not folder.is_dir():
@@ -218,17 +258,33 @@ def run(args: argparse.Namespace) -> int:
             resample=args.resample,
         )
         rows.append({CASE_ID_COLUMN: case_id, **row})
-    means = mean_metrics(rows)
+    map_paths = {case_id: attention_map_paths(args.pred, case_id) for case_id in cases}
+    columns = list(METRIC_KEYS)
+    if all(map_paths.values()):
+        for row in rows:
+            row.update(score_attention_maps(row[CASE_ID_COLUMN], map_paths[row[CASE_ID_COLUMN]],
+                                            references.files[row[CASE_ID_COLUMN]], ref_convention))
+        columns += ATTENTION_KEYS
+    elif any(map_paths.values()):
+        print(f"segguided evaluate: warning: only some cases have attention maps in {args.pred}; maps not scored",
+              file=sys.stderr)
+    means = {**mean_metrics(rows), **mean_attention_scores(rows)}
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow([CASE_ID_COLUMN, *METRIC_KEYS])
+        writer.writerow([CASE_ID_COLUMN, *columns])
         for row in rows:
-            writer.writerow([row[CASE_ID_COLUMN], *(f"{row[key]:.6g}" for key in METRIC_KEYS)])
-        writer.writerow([MEAN_ROW_ID, *(f"{means[key]:.6g}" for key in METRIC_KEYS)])
+            writer.writerow([row[CASE_ID_COLUMN], *(f"{row[key]:.6g}" for key in columns)])
+        writer.writerow([MEAN_ROW_ID, *(f"{means[key]:.6g}" for key in columns)])
     print(
         f"{len(rows)} cases (predictions read as {pred_convention}, references as {ref_convention}): "
         f"mean Dice {means['dice-mean']:.4f}, mean HD95 {means['hd95-mean']:.2f} mm -> {args.out}"
     )
+    if ATTENTION_KEYS[0] in means:
+        print(
+            "attention maps (Dice on own sub-region / on the other core sub-region): "
+            f"NCR {means['attention-dice-ncr']:.3f} / {means['attention-ncr-on-et']:.3f}, "
+            f"ED {means['attention-dice-ed']:.3f}, ET {means['attention-dice-et']:.3f} / {means['attention-et-on-ncr']:.3f}"
+        )
     return 0

@@ -10,7 +10,6 @@ with ``--labels``, decided from the case's own segmentation, else the layout's d
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from segguided_model.data.layouts import CASE_FOLDER_LAYOUTS, MODALITIES, CaseRe
 from segguided_model.data.preprocessing import IMAGE_KEY, load_case, restore_orientation
 from segguided_model.data.qa import qa_case_folder
 from segguided_model.data.volume_file import read_volume
-from segguided_model.inference import predict_volume
+from segguided_model.inference import SlidingWindow, predict_volume
 from segguided_model.labels import CONVENTIONS, SUBREGIONS, get_convention
 from segguided_model.overlay import write_overlay
 from segguided_tools.cli.command_error import CommandError
@@ -56,21 +55,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the case's label convention, written by the output (default: as the QA gate finds it: from the "
         "case's segmentation if it has one, else the layout's)",
     )
-    parser.add_argument("--roi-size", type=int, default=None, help=f"sliding-window size (default: {DEFAULT_ROI} or the volume's size)")
-    parser.add_argument("--overlap", type=float, default=0.5)
-    parser.add_argument("--sw-batch-size", type=int, default=1)
+    parser.add_argument(
+        "--roi-size", type=int, default=DEFAULT_ROI,
+        help="sliding-window edge in voxels, rounded up to the network's divisor and capped at the brain's "
+        "bounding box (default %(default)s)",
+    )
+    parser.add_argument("--overlap", type=float, default=0.5, help="overlap of neighbouring windows (default %(default)s)")
+    parser.add_argument(
+        "--memory-mb", type=float, default=2048.0,
+        help="activation memory for one forward pass; decides how many windows run together (default %(default)s)",
+    )
+    parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: from --memory-mb)")
+    parser.add_argument(
+        "--mirror", action="store_true",
+        help="test-time augmentation: average the predictions of all 8 mirrorings of each window (8x the time)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--amp", action="store_true", help="half-precision inference (CUDA)")
     parser.set_defaults(handler=run)
-
-
-def _roi_size(requested: int | None, shape: tuple[int, ...], divisor: int) -> tuple[int, int, int]:
-    if requested is not None:
-        if requested <= 0 or requested % divisor:
-            raise CommandError(f"--roi-size {requested} must be a positive multiple of {divisor} for this network")
-        return (requested,) * 3
-    default = max(divisor, math.ceil(DEFAULT_ROI / divisor) * divisor)
-    return tuple(min(default, math.ceil(size / divisor) * divisor) for size in shape)  # type: ignore[return-value]
 
 
 def _save(volume: np.ndarray, reference: nib.Nifti1Image, dtype: type, path: Path) -> None:
@@ -114,12 +116,12 @@ def run(args: argparse.Namespace) -> int:
     convention = get_convention(convention_name)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     image = item[IMAGE_KEY]
-    model = checkpoint.model
-    roi = _roi_size(args.roi_size, tuple(image.shape[1:]), model.size_divisor)
     try:
-        prediction = predict_volume(
-            model, image, roi, sw_batch_size=args.sw_batch_size, overlap=args.overlap, device=device, amp=args.amp
+        window = SlidingWindow(
+            roi_size=args.roi_size, overlap=args.overlap, memory_mb=args.memory_mb, batch_size=args.sw_batch_size,
+            mirror=args.mirror, amp=args.amp,
         )
+        prediction = predict_volume(checkpoint.model, image, window, device)
     except ValueError as error:
         raise CommandError(str(error)) from None
 

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from segguided_model.data.layouts import CASE_FOLDER_LAYOUTS
+from segguided_model.data.phantom.case import brats_grid
 from segguided_model.data.synthetic import (
-    DEFAULT_SIZE,
+    CPU_SPACING_MM,
     SynthesisParameters,
     ensure_federation,
 )
@@ -21,9 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synth",
         help="generate synthetic hospital sites",
         description=(
-            "Write N site folders of synthetic brain-tumour cases (real .nii.gz files) and a held-out "
-            "validation folder into OUT_DIR. Reuses OUT_DIR when it already holds the same federation; "
-            "replaces a federation generated with other parameters; never touches other folders."
+            "Write N site folders of phantom brain-tumour cases (MNI152 anatomy, grown gliomas with mass "
+            "effect, each site its own scanner; real .nii.gz files) and a held-out validation folder into "
+            "OUT_DIR, covering BraTS's 240x240x155 mm field of view. Reuses OUT_DIR when it already holds the "
+            "same federation; replaces a federation generated with other parameters; never touches other folders."
         ),
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder")
@@ -33,9 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--val-cases", type=int, default=defaults.val_cases, help="held-out validation cases (default %(default)s)"
     )
     parser.add_argument("--layout", choices=sorted(CASE_FOLDER_LAYOUTS), default=defaults.layout)
-    parser.add_argument(
-        "--size", type=int, nargs=3, default=list(DEFAULT_SIZE), metavar=("D", "H", "W"),
-        help="volume shape (default %(default)s; 240 240 155 for BraTS size)",
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument(
+        "--spacing", type=float, default=CPU_SPACING_MM, metavar="MM",
+        help="isotropic voxel size of the BraTS field of view: 1 gives BraTS geometry (240x240x155), "
+        "the default %(default)s the CPU grid (48x48x31)",
+    )
+    grid.add_argument(
+        "--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+        help="volume shape instead of --spacing (240 mm over the largest axis; Z is the slice axis)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.set_defaults(handler=run)
@@ -43,14 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    if not args.spacing >= 1.0:
+        raise CommandError(f"--spacing {args.spacing}: expected at least the template's 1 mm")
+    size = tuple(args.size) if args.size else brats_grid(args.spacing)
     try:
-        federation = ensure_federation(
-            args.out_dir, args.sites, args.cases, args.val_cases, args.layout, tuple(args.size), args.seed
-        )
+        federation = ensure_federation(args.out_dir, args.sites, args.cases, args.val_cases, args.layout, size, args.seed)
     except (ValueError, FileExistsError) as error:
         raise CommandError(str(error)) from None
     for site_dir in federation.site_dirs:
         print(site_dir)
     print(federation.validation_dir)
-    print(f"{len(federation.site_dirs)} site(s) ready in {time.perf_counter() - start:.1f} s")
+    print(f"{len(federation.site_dirs)} site(s) of {'x'.join(map(str, size))} voxels ready in {time.perf_counter() - start:.1f} s")
     return 0

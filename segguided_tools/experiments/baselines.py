@@ -29,7 +29,7 @@ from segguided_federation.local_training import (
     train_local_round,
 )
 from segguided_federation.run_config import RunConfig
-from segguided_federation.site_data import Site
+from segguided_federation.site_data import Site, site_cache_dir
 from segguided_model.checkpoint import save_checkpoint
 from segguided_model.data.pipeline import build_eval_dataset
 from segguided_model.evaluation import evaluate_volumes
@@ -37,7 +37,10 @@ from segguided_model.metrics import DICE_MEAN_KEY
 from segguided_model.network import SegGuidedNet
 from segguided_model.training import resolve_device, resolve_mixed_precision
 from segguided_tools.experiments.plan import Experiment
-from server.central_validation import central_validation_cases
+from server.central_validation import (
+    central_validation_cases,
+    central_validation_folder,
+)
 from server.history import RunHistory
 
 log = logging.getLogger(__name__)
@@ -82,14 +85,15 @@ def train_baseline(
     device = resolve_device(config.device)
     mixed_precision = resolve_mixed_precision(config.mixed_precision, device)
     cases, steps = baseline_sites(experiment, sites)
-    validation = build_eval_dataset(central_validation_cases(config))
+    validation_cache = site_cache_dir(central_validation_folder(config))
+    validation = build_eval_dataset(central_validation_cases(config, validation_cache), validation_cache)
     torch.manual_seed(config.seed)
     model = SegGuidedNet.from_config(config.model)
     run_folder.mkdir(parents=True, exist_ok=True)
     history = RunHistory(run_folder)
 
     def validate(number: int) -> None:
-        _, means = evaluate_volumes(model, validation, config.patch_size, device, mixed_precision)
+        _, means = evaluate_volumes(model, validation, config.validation_window(mixed_precision), device)
         history.round(number).central = {key: float(value) for key, value in means.items()}
         history.write()
 

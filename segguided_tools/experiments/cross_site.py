@@ -96,8 +96,7 @@ def evaluate_across_sites(model: nn.Module, sites: Sequence[Site], config: RunCo
         for site in sites:
             if not site.validation_cases:
                 continue
-            _, means = evaluate_volumes(
-                model, build_eval_dataset(site.validation_cases), config.patch_size, device, mixed_precision
-            )
+            volumes = build_eval_dataset(site.validation_cases, site.cache_dir)
+            _, means = evaluate_volumes(model, volumes, config.validation_window(mixed_precision), device)
             results[site.site_id] = {**{k: float(means[k]) for k in SUMMARY_KEYS}, keys.EVALUATION_CASES: len(site.validation_cases)}
     return summarise_sites(results)

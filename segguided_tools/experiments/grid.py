@@ -32,7 +32,6 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from segguided_federation.config_model import (
@@ -40,6 +39,7 @@ from segguided_federation.config_model import (
     describe_validation_error,
     known_keys,
     nearest_key,
+    read_toml_file,
 )
 from segguided_federation.run_config import RunConfig, RunConfigError
 from segguided_model.data.partitions import FETS_PARTITIONS
@@ -64,6 +64,7 @@ GRID_FACTOR_KEYS: dict[str, str] = {
     "strategies": "strategy",
     "attention-supervision": "attention-weight",
     "secure-aggregation": "secure-aggregation",
+    "server-learning-rates": "server-learning-rate",
     "seeds": "seed",
 }
 """Grid factor → the run-config key it sets."""
@@ -89,7 +90,7 @@ class DataSpec(KebabModel):
     synthetic_sites: int = Field(4, ge=1)
     synthetic_cases_per_site: int = Field(10, ge=2)
     synthetic_validation_cases: int = Field(6, ge=1)
-    synthetic_size: int = Field(48, ge=16)
+    synthetic_size: int = Field(48, ge=24, description="voxels along the largest axis; 48 = 5 mm (run config synthetic-size)")
     synthetic_seed: int = 0
     pool_dir: str = Field("", description="a folder of BraTS case folders; empty = synthetic data")
     validation_dir: str = Field("", description="the server's held-out cases; required with pool-dir")
@@ -146,19 +147,33 @@ class GridFactors(KebabModel):
     ``design = "full"`` runs every combination; ``"one-at-a-time"`` runs the reference
     (the first level of every factor) plus, for each factor, each other level with the
     remaining factors at their reference.
+
+    ``attention-supervision`` levels are ``true`` (the run config's ``attention-weight``),
+    ``false`` (λ = 0) or a number (that λ). ``server-learning-rates`` (FedAdam, FedYogi)
+    tunes the server optimiser's step.
     """
 
     design: Literal["full", "one-at-a-time"] = "full"
     strategies: list[str] | None = Field(None, min_length=1)
     partitions: list[str] | None = Field(None, min_length=1)
-    attention_supervision: list[bool] | None = Field(None, min_length=1)
+    attention_supervision: list[bool | float] | None = Field(None, min_length=1)
     secure_aggregation: list[bool] | None = Field(None, min_length=1)
+    server_learning_rates: list[float] | None = Field(None, min_length=1)
     seeds: list[int] = Field([0], min_length=1)
 
-    @field_validator("strategies", "partitions", "attention_supervision", "secure_aggregation", "seeds")
+    @field_validator("attention_supervision")
+    @classmethod
+    def _non_negative_weights(cls, levels: list | None) -> list | None:
+        for level in levels or []:
+            if not isinstance(level, bool) and not level >= 0:
+                raise ValueError(f"an attention-supervision level is true, false or a λ >= 0, got {level}")
+        return levels
+
+    @field_validator("strategies", "partitions", "attention_supervision", "secure_aggregation", "server_learning_rates", "seeds")
     @classmethod
     def _distinct(cls, levels: list | None) -> list | None:
-        if levels is not None and len(set(levels)) != len(levels):
+        # true and 1.0 are different attention levels (the run config's λ and λ = 1)
+        if levels is not None and len({(isinstance(level, bool), level) for level in levels}) != len(levels):
             raise ValueError(f"levels must be distinct, got {levels}")
         return levels
 
@@ -254,7 +269,7 @@ class ExperimentGrid(KebabModel):
         for strategy in self.grid.strategies or []:
             if strategy not in allowed:
                 raise ValueError(f"grid.strategies: {strategy!r} is not a strategy; expected one of {list(allowed)}")
-        if self.grid.attention_supervision and True in self.grid.attention_supervision:
+        if self.grid.attention_supervision and any(level is True for level in self.grid.attention_supervision):
             if self.run_config.get("attention-weight", 1.0) == 0:
                 raise ValueError("grid.attention-supervision includes true but run-config attention-weight is 0")
         for partition in self.partitions:
@@ -287,11 +302,9 @@ def load_grid(path: Path | str) -> ExperimentGrid:
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise GridError(f"cannot read grid file {path}: {error.strerror or error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise GridError(f"{path} is not valid TOML: {error}") from None
+        data = read_toml_file(path)
+    except ValueError as error:
+        raise GridError(f"grid file {path}: {error}") from None
     return parse_grid(data, source=path)
 
 

@@ -77,6 +77,18 @@ def _on_off(value: bool) -> str:
     return "on" if value else "off"
 
 
+def attention_level_name(level: bool | float) -> str:
+    """``true`` → ``on``, ``false`` → ``off``, a λ → itself (``0.5``)."""
+    return _on_off(level) if isinstance(level, bool) else f"{level:g}"
+
+
+def attention_weight(level: bool | float, reference: float) -> float:
+    """The λ an ``attention-supervision`` level trains with (``true``: the run config's ``reference``)."""
+    if isinstance(level, bool):
+        return reference if level else 0.0
+    return float(level)
+
+
 def _levels(grid: ExperimentGrid) -> dict[str, list[Any]]:
     """Each factor's levels; a factor the grid leaves out has the base run config's value."""
     base = RunConfig.from_flower(grid.run_config)
@@ -88,6 +100,7 @@ def _levels(grid: ExperimentGrid) -> dict[str, list[Any]]:
         "secure-aggregation": factors.secure_aggregation
         if factors.secure_aggregation is not None
         else [bool(getattr(base, "secure_aggregation", False))],
+        **({"server-learning-rate": factors.server_learning_rates} if factors.server_learning_rates else {}),
         "seed": factors.seeds,
     }
 
@@ -109,8 +122,9 @@ def _combinations(levels: dict[str, list[Any]], design: str) -> list[dict[str, A
 
 
 def experiment_name(factors: dict[str, Any]) -> str:
+    server_rate = f"-slr{factors['server-learning-rate']:g}" if "server-learning-rate" in factors else ""
     return (
-        f"{factors['strategy']}-{factors['partition']}-att-{_on_off(factors['attention-supervision'])}"
+        f"{factors['strategy']}{server_rate}-{factors['partition']}-att-{attention_level_name(factors['attention-supervision'])}"
         f"-secagg-{_on_off(factors['secure-aggregation'])}-seed{factors['seed']}"
     )
 
@@ -141,9 +155,11 @@ def build_plan(grid: ExperimentGrid, sites_per_partition: dict[str, int]) -> Pla
         sites = sites_per_partition[factors["partition"]]
         overrides = dict(grid.run_config)
         overrides["strategy"] = factors["strategy"]
-        overrides["attention-weight"] = attention_on if factors["attention-supervision"] else 0.0
+        overrides["attention-weight"] = attention_weight(factors["attention-supervision"], attention_on)
         if grid.grid.secure_aggregation is not None:
             overrides["secure-aggregation"] = factors["secure-aggregation"]
+        if "server-learning-rate" in factors:
+            overrides["server-learning-rate"] = factors["server-learning-rate"]
         overrides["seed"] = factors["seed"]
         # every site takes part in every round, so a round lasts as long as its slowest site
         overrides.setdefault("min-available-clients", sites)
@@ -168,7 +184,7 @@ def _baselines(grid: ExperimentGrid, federated: list[Experiment], sites_per_part
         overrides["strategy"] = "fedavg"
         factors = {**reference.factors, "strategy": "none", "secure-aggregation": False}
         partition, seed = key
-        attention = _on_off(reference.factors["attention-supervision"])
+        attention = attention_level_name(reference.factors["attention-supervision"])
         if grid.baselines.centralised:
             name = f"centralised-{partition}-att-{attention}-seed{seed}"
             baselines.append(Experiment(name, "centralised", partition, factors, overrides, data=reference.data))

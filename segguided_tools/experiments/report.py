@@ -9,6 +9,12 @@ Written into the results folder:
     attention-ablation.png    attention supervision on vs off, everything else equal
     convergence.png           projected convergence score over simulated time
 
+With several seeds, every configuration (an experiment's name without ``-seedN``) is also
+reported as mean ± standard deviation over its seeds, the per-round plot draws its mean
+with a ± 1 std band, and each comparison (one factor changed from the reference, or a
+baseline against federated training) gives the paired difference and whether it exceeds
+seed-to-seed variation (``seed_statistics``).
+
 Only measured numbers go in: the report states differences, it does not interpret them.
 """
 
@@ -21,10 +27,27 @@ from typing import Any, Iterable, Sequence
 from matplotlib.figure import Figure
 
 from segguided_model.atomic_write import write_text_atomically
+from segguided_model.attention_scores import ATTENTION_DICE_KEYS
 from segguided_model.metrics import DICE_KEYS, DICE_MEAN_KEY, HD95_MEAN_KEY
 from segguided_tools.experiments.grid import ExperimentGrid
 from segguided_tools.experiments.progress import format_duration
 from segguided_tools.experiments.results import ExperimentResult, write_table
+from segguided_tools.experiments.seed_statistics import (
+    by_configuration,
+    compare,
+    configuration_name,
+    configuration_spreads,
+    spread,
+)
+
+ATTENTION_COLUMNS: tuple[str, ...] = (*ATTENTION_DICE_KEYS, "attention-ncr-on-et", "attention-et-on-ncr")
+"""The attention maps' scores the report shows: each map on its own sub-region, and NCR and ET on each other's."""
+
+SEED_METRICS: tuple[str, ...] = (
+    "final-dice-mean", "final-dice-et", "final-dice-tc", "final-dice-wt", "cross-site-dice-mean",
+    "worst-site-dice-mean", "convergence-score",
+)
+"""Summary columns reported as mean ± std over seeds."""
 
 PLOTS: tuple[str, ...] = ("dice-per-round.png", "cross-site.png", "attention-ablation.png", "convergence.png")
 
@@ -53,6 +76,7 @@ def summary_row(result: ExperimentResult) -> dict[str, Any]:
         "convergence-score": result.convergence.get("score"),
         "simulated-hours": result.convergence.get("simulated-hours"),
         "wall-seconds": result.wall_seconds,
+        **{f"final-{key}": final.get(key) for key in ATTENTION_COLUMNS},
     }
 
 
@@ -74,10 +98,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
 
 
 def paired(results: Iterable[ExperimentResult], factor: str) -> list[tuple[ExperimentResult, ExperimentResult]]:
-    """Federated ``(on, off)`` pairs that differ only in the boolean ``factor``."""
+    """Federated ``(on, off)`` pairs that differ only in the boolean ``factor`` (a λ level is neither)."""
     groups: dict[str, dict[bool, ExperimentResult]] = {}
     for result in results:
-        if result.kind != "federated":
+        if result.kind != "federated" or not isinstance(result.factors.get(factor), bool):
             continue
         others = json.dumps({k: v for k, v in result.factors.items() if k != factor}, sort_keys=True)
         groups.setdefault(others, {})[bool(result.factors.get(factor))] = result
@@ -91,14 +115,28 @@ def _kind_style(kind: str) -> dict[str, Any]:
 
 
 def plot_dice_per_round(results: Sequence[ExperimentResult], path: Path, metric: str = "dice-mean") -> None:
+    """Central ``metric`` per round: one line per configuration (mean over its seeds, ± 1 std shaded)."""
     figure = Figure(figsize=(8, 5), layout="constrained")
     axes = figure.add_subplot()
+    configurations: dict[str, list[ExperimentResult]] = {}
     for result in results:
-        rounds = [r["round"] for r in result.rounds if metric in r["central"]]
-        values = [r["central"][metric] for r in result.rounds if metric in r["central"]]
-        axes.plot(rounds, values, marker="o", markersize=3, label=result.name, **_kind_style(result.kind))
+        configurations.setdefault(configuration_name(result.name), []).append(result)
+    for name, runs in configurations.items():
+        by_round: dict[int, list[float]] = {}
+        for run in runs:
+            for record in run.rounds:
+                if metric in record["central"]:
+                    by_round.setdefault(record["round"], []).append(record["central"][metric])
+        rounds = sorted(by_round)
+        spreads = [spread(by_round[r]) for r in rounds]
+        means = [s.mean for s in spreads]
+        label = f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        line, = axes.plot(rounds, means, marker="o", markersize=3, label=label, **_kind_style(runs[0].kind))
+        if len(runs) > 1:
+            axes.fill_between(rounds, [s.mean - s.std for s in spreads], [s.mean + s.std for s in spreads],
+                              color=line.get_color(), alpha=0.15)
     axes.set(xlabel="round (baselines: the same number of optimiser steps)", ylabel=f"central {metric}",
-             title="Central validation per round")
+             title="Central validation per round (mean over seeds, ± 1 std shaded)")
     axes.legend(fontsize=6, loc="best")
     figure.savefig(path, dpi=120)
 
@@ -160,6 +198,63 @@ def _pair_rows(pairs: Sequence[tuple[ExperimentResult, ExperimentResult]]) -> li
     return rows
 
 
+def _reference_configuration(rows: Sequence[dict[str, Any]], grid: ExperimentGrid) -> str | None:
+    """The first federated configuration: the grid's reference (first level of every factor)."""
+    federated = [row for row in rows if row["kind"] == "federated"]
+    return configuration_name(federated[0]["experiment"]) if federated else None
+
+
+def comparison_rows(rows: Sequence[dict[str, Any]], grid: ExperimentGrid, metric: str = "final-dice-mean") -> list[dict[str, Any]]:
+    """Every configuration against the reference, paired by seed: ``candidate − reference`` of ``metric``."""
+    groups = by_configuration(rows)
+    reference = _reference_configuration(rows, grid)
+    if reference is None:
+        return []
+    table = []
+    for name, seeds in groups.items():
+        if name == reference:
+            continue
+        result = compare(groups[reference], seeds, metric)
+        if result is None:
+            continue
+        table.append({
+            "configuration − reference": f"`{name}` − `{reference}`",
+            "seeds": result.seeds,
+            f"Δ {metric}": f"{result.mean:+.3f} ± {result.std:.3f}",
+            "verdict": result.verdict(),
+        })
+    return table
+
+
+def _seed_sections(rows: Sequence[dict[str, Any]], grid: ExperimentGrid) -> list[str]:
+    groups = by_configuration(rows)
+    if all(len(seeds) < 2 for seeds in groups.values()):
+        return []
+    spreads = configuration_spreads(groups, [*SEED_METRICS, *(f"final-{k}" for k in ATTENTION_COLUMNS)])
+    formatted = [{key: (str(value) if value is not None and not isinstance(value, (str, int)) else value)
+                  for key, value in row.items()} for row in spreads]
+    reference = _reference_configuration(rows, grid)
+    return [
+        "## Over seeds (mean ± standard deviation)",
+        "Each configuration's final central Dice, cross-site Dice, worst site and FeTS convergence score over "
+        "its seeds (sample standard deviation).",
+        markdown_table(formatted, ["configuration", "seeds", *SEED_METRICS]),
+        "Attention maps of the final model on the central cases (each map thresholded at 0.5; "
+        "`attention-ncr-on-et`: the NCR map's Dice with the ET sub-region).",
+        markdown_table(formatted, ["configuration", "seeds", *(f"final-{k}" for k in ATTENTION_COLUMNS)]),
+        "## Differences against the reference, paired by seed",
+        f"Reference: `{reference}`. Δ = configuration − reference of the final central mean Dice, per seed; "
+        "mean ± std of the paired differences; two-sided paired t-test at 5 %.",
+        markdown_table(comparison_rows(rows, grid), ["configuration − reference", "seeds", "Δ final-dice-mean", "verdict"]),
+        "Same, for the final central ET Dice:",
+        markdown_table(comparison_rows(rows, grid, "final-dice-et"),
+                       ["configuration − reference", "seeds", "Δ final-dice-et", "verdict"]),
+        "Same, for the FeTS convergence score (federated configurations only):",
+        markdown_table(comparison_rows(rows, grid, "convergence-score"),
+                       ["configuration − reference", "seeds", "Δ convergence-score", "verdict"]),
+    ]
+
+
 def render_markdown(grid: ExperimentGrid, results: Sequence[ExperimentResult], failed: dict[str, str]) -> str:
     rows = [summary_row(r) for r in results]
     federated = [row for row in rows if row["kind"] == "federated"]
@@ -180,6 +275,7 @@ def render_markdown(grid: ExperimentGrid, results: Sequence[ExperimentResult], f
                                    "cross-site-dice-mean", "worst-site", "worst-site-dice-mean", "site-spread",
                                    "wall-seconds"]),
         "![Central Dice per round](dice-per-round.png)",
+        *_seed_sections(rows, grid),
         "## Cross-site evaluation",
         "Each final model on every site's validation split (mean Dice over ET, TC, WT).",
         markdown_table(

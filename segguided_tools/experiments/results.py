@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segguided_federation.config_model import kebab_case
 from segguided_model.atomic_write import write_text_atomically
 from server.history import rows_to_csv
 
@@ -67,7 +68,7 @@ class ExperimentResult:
         return max((r["central"].get(metric, 0.0) for r in self.rounds if r["round"] > 0), default=0.0)
 
     def to_json(self) -> dict[str, Any]:
-        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+        return {kebab_case(key): value for key, value in asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ExperimentResult":

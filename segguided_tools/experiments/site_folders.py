@@ -25,7 +25,10 @@ from segguided_model.data.partitions import (
     read_partition_csv,
     split_pool,
 )
-from segguided_model.data.synthetic import ensure_federation
+from segguided_model.data.synthetic import (
+    brats_grid_with_largest_axis,
+    ensure_federation,
+)
 from segguided_tools.experiments.grid import DataSpec, ExperimentGrid, PartitionSpec
 
 log = logging.getLogger(__name__)
@@ -160,7 +163,7 @@ def prepare_data(grid: ExperimentGrid, results_dir: Path) -> PreparedData:
             sites=data.synthetic_sites,
             cases=data.synthetic_cases_per_site,
             val_cases=data.synthetic_validation_cases,
-            size=(data.synthetic_size,) * 3,
+            size=brats_grid_with_largest_axis(data.synthetic_size),
             seed=data.synthetic_seed,
         )
         generated = [_discover(site) for site in federation.site_dirs]

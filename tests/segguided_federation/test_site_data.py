@@ -24,9 +24,9 @@ def _write_site(site: Path, count: int, layout: str = "brats2021") -> list[str]:
     profile = draw_site_profiles(1, 0)[0]
     ids = []
     for number in range(count):
-        images, subregions = synthesize_case(profile, SIZE, np.random.default_rng(number))
+        case = synthesize_case(profile, SIZE, np.random.default_rng(number))
         case_id = f"BraTS2021_{number:05d}"
-        write_case(site / case_id, layout, images, label_map(subregions, layout), 10.0)
+        write_case(site / case_id, layout, case.images, label_map(case.subregions, layout), 10.0)
         ids.append(case_id)
     return ids
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segguided_model.attention import SegAttentionGate
+from segguided_model.attention import MAP_PRIOR, SegAttentionGate
 
 
 def test_gate_returns_gated_features_and_three_maps_in_unit_range():
@@ -40,3 +40,10 @@ def test_gate_is_lightweight():
 def test_non_positive_channels_raise_value_error(channels):
     with pytest.raises(ValueError, match="channels"):
         SegAttentionGate(channels)
+
+
+def test_new_maps_start_at_the_sub_regions_prior_not_at_one_half():
+    gate = SegAttentionGate(4)
+    torch.nn.init.zeros_(gate.to_maps.weight)  # only the bias speaks
+    maps = gate(torch.randn(1, 4, 3, 3, 3)).maps
+    torch.testing.assert_close(maps, torch.full_like(maps, MAP_PRIOR))

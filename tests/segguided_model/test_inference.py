@@ -1,11 +1,18 @@
-"""Sliding-window inference over whole volumes of any size."""
+"""Sliding-window inference over the brain of whole volumes of any size."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from segguided_model.inference import VolumePrediction, predict_volume
+from segguided_model.inference import (
+    SlidingWindow,
+    VolumePrediction,
+    brain_box,
+    predict_volume,
+    window_batch_size,
+    window_bytes,
+)
 from segguided_model.labels import CONVENTIONS, nest_regions
 from segguided_model.network import SegGuidedNet
 
@@ -20,7 +27,7 @@ def model() -> SegGuidedNet:
 
 @pytest.mark.parametrize("shape", [(10, 12, 9), (16, 16, 16), (37, 21, 18)])
 def test_prediction_covers_volumes_smaller_larger_and_not_fitting_the_strides(model, shape):
-    prediction = predict_volume(model, torch.randn(4, *shape), roi_size=16)
+    prediction = predict_volume(model, torch.randn(4, *shape), SlidingWindow(roi_size=16))
     assert isinstance(prediction, VolumePrediction)
     assert prediction.regions.shape == prediction.probabilities.shape == prediction.attention_maps.shape == (3, *shape)
     assert prediction.regions.dtype == torch.bool
@@ -30,7 +37,7 @@ def test_prediction_covers_volumes_smaller_larger_and_not_fitting_the_strides(mo
 
 def test_single_window_matches_the_network_output(model):
     image = torch.randn(4, 16, 16, 16)
-    prediction = predict_volume(model, image, roi_size=16)
+    prediction = predict_volume(model, image, SlidingWindow(roi_size=16))
     model.eval()
     with torch.no_grad():
         output = model(image[None])
@@ -39,7 +46,7 @@ def test_single_window_matches_the_network_output(model):
 
 
 def test_predicted_regions_are_nested_as_segment_writes_them(model):
-    prediction = predict_volume(model, torch.randn(4, 16, 16, 16), roi_size=16)
+    prediction = predict_volume(model, torch.randn(4, 16, 16, 16), SlidingWindow(roi_size=16))
     et, tc, wt = prediction.regions
     assert bool((et <= tc).all() and (tc <= wt).all())
     raw = prediction.probabilities > 0.5
@@ -48,12 +55,14 @@ def test_predicted_regions_are_nested_as_segment_writes_them(model):
 
 def test_model_training_mode_is_restored(model):
     model.train()
-    predict_volume(model, torch.randn(4, 8, 8, 8), roi_size=8)
+    predict_volume(model, torch.randn(4, 8, 8, 8), SlidingWindow(roi_size=8))
     assert model.training
 
 
 def test_network_without_gates_has_no_attention_maps():
-    prediction = predict_volume(SegGuidedNet(base_width=4, levels=2, attention_gates=False), torch.randn(4, 6, 6, 6), 4)
+    prediction = predict_volume(
+        SegGuidedNet(base_width=4, levels=2, attention_gates=False), torch.randn(4, 6, 6, 6), SlidingWindow(roi_size=4)
+    )
     assert prediction.attention_maps is None
 
 
@@ -68,17 +77,62 @@ def test_label_map_is_written_in_the_requested_convention():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"roi_size": 14}, "multiples of the network's size divisor 4"),
         ({"roi_size": (16, 16)}, "roi_size"),
-        ({"roi_size": 16, "overlap": 1.0}, "overlap"),
-        ({"roi_size": 16, "sw_batch_size": 0}, "sw_batch_size"),
+        ({"roi_size": 0}, "roi_size"),
+        ({"overlap": 1.0}, "overlap"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"memory_mb": 0.0}, "memory_mb"),
     ],
 )
-def test_ill_arguments_raise_value_error(model, kwargs, message):
+def test_ill_window_settings_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        predict_volume(model, torch.randn(4, 8, 8, 8), **kwargs)
+        SlidingWindow(**kwargs)
 
 
 def test_image_with_wrong_channels_raises_value_error(model):
     with pytest.raises(ValueError, match=r"expected image \(4, D, H, W\)"):
-        predict_volume(model, torch.randn(3, 8, 8, 8), roi_size=8)
+        predict_volume(model, torch.randn(3, 8, 8, 8), SlidingWindow(roi_size=8))
+
+
+def test_window_is_rounded_up_to_the_divisor_and_capped_at_the_volume():
+    window = SlidingWindow(roi_size=(128, 30, 6))
+    assert window.window_for((134, 182, 122), divisor=16) == (128, 32, 16)
+    assert window.window_for((10, 12, 9), divisor=4) == (12, 12, 8)
+
+
+def test_only_the_brain_is_predicted_and_pasted_back(model):
+    image = torch.zeros(4, 24, 20, 16)
+    image[:, 5:17, 3:15, 2:14] = torch.randn(4, 12, 12, 12)
+    assert brain_box(image) == (slice(5, 17), slice(3, 15), slice(2, 14))
+    whole = predict_volume(model, image, SlidingWindow(roi_size=32))
+    inside = predict_volume(model, image[:, 5:17, 3:15, 2:14], SlidingWindow(roi_size=32))
+    torch.testing.assert_close(whole.probabilities[:, 5:17, 3:15, 2:14], inside.probabilities)
+    outside = whole.probabilities.clone()
+    outside[:, 5:17, 3:15, 2:14] = 0
+    assert not outside.any() and not whole.regions[:, :5].any()
+
+
+def test_mirroring_averages_the_predictions_of_all_eight_flips(model):
+    image = torch.randn(4, 8, 8, 8)
+    mirrored = predict_volume(model, image, SlidingWindow(roi_size=8, mirror=True))
+    model.eval()
+    expected = torch.zeros(3, 8, 8, 8)
+    with torch.no_grad():
+        for axes in [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]:
+            flipped = image.flip(axes) if axes else image
+            probabilities = torch.sigmoid(model(flipped[None]).logits[0])
+            expected += probabilities.flip(axes) if axes else probabilities
+    torch.testing.assert_close(mirrored.probabilities, expected / 8, atol=1e-5, rtol=1e-4)
+    plain = predict_volume(model, image, SlidingWindow(roi_size=8))
+    assert not torch.allclose(plain.probabilities, mirrored.probabilities)
+
+
+def test_windows_per_forward_pass_follow_the_memory_budget(model):
+    window = (32, 32, 32)
+    one = window_bytes(model, window)
+    assert window_bytes(model, (64, 32, 32)) == 2 * one
+    assert window_batch_size(model, window, memory_mb=one * 5.5 / 2**20) == 5
+    assert window_batch_size(model, window, memory_mb=one / 2 / 2**20) == 1  # never fewer than one
+    small = predict_volume(model, torch.randn(4, 24, 24, 24), SlidingWindow(roi_size=8, memory_mb=1.0))
+    batched = predict_volume(model, torch.randn(4, 24, 24, 24), SlidingWindow(roi_size=8, batch_size=27))
+    assert small.probabilities.shape == batched.probabilities.shape

@@ -18,7 +18,7 @@ import segguided_model.evaluation as evaluation
 import segguided_tools.cli.segment as segment
 from segguided_federation.run_config import RunConfig
 from segguided_model.checkpoint import save_checkpoint
-from segguided_model.inference import VolumePrediction
+from segguided_model.inference import SlidingWindow, VolumePrediction
 from segguided_model.network import SegGuidedNet
 from segguided_tools.cli.main import main
 from server.central_validation import (
@@ -53,7 +53,7 @@ def write_case(root: Path, affine: np.ndarray, label: np.ndarray | None = None, 
     return case
 
 
-def flair_predicts_et_only(model, image, roi_size, **kwargs) -> VolumePrediction:
+def flair_predicts_et_only(model, image, window=None, device=None) -> VolumePrediction:
     """Stand-in network: ET where FLAIR is bright, and neither TC nor WT (nesting makes them ET)."""
     enhancing = image[3].as_subclass(torch.Tensor) > 0  # bright voxels are above the z-scored brain's mean
     regions = torch.stack([enhancing, torch.zeros_like(enhancing), torch.zeros_like(enhancing)])
@@ -75,7 +75,7 @@ def test_central_hd95_is_in_mm_and_equals_segment_then_evaluate(tmp_path, monkey
     monkeypatch.setattr(segment, "predict_volume", flair_predicts_et_only)
     case = write_case(tmp_path / "validation", affine)
     config = RunConfig(server_validation_dir=str(case.parent))
-    validator = CentralValidator(central_validation_cases(config), (16, 16, 16), torch.device("cpu"))
+    validator = CentralValidator(central_validation_cases(config), SlidingWindow(roi_size=16), torch.device("cpu"))
     (central,), _ = validator(SegGuidedNet(base_width=4, levels=3))
 
     checkpoint = save_checkpoint(tmp_path / "model.pt", SegGuidedNet(base_width=4, levels=3))

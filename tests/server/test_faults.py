@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from federation_harness import LocalFederation, open_local_federation, tiny_run_config
+from federation_harness import LocalFederation, tiny_run_config
 
 from segguided_model.checkpoint import load_checkpoint
 from segguided_model.state_arrays import model_to_arrays
@@ -32,13 +32,6 @@ DETERMINISTIC_KEYS = (
     "round", "central", "site-evaluation", "clients-selected", "clients-succeeded", "clients-failed", "failures",
     "evaluation-failures", "aggregated",
 )
-
-
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory) -> LocalFederation:
-    local = open_local_federation(tmp_path_factory.mktemp("federation"))
-    yield local
-    local.stop()
 
 
 @pytest.fixture(scope="module")

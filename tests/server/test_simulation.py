@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from federation_harness import (
-    LocalFederation,
-    open_local_federation,
     tiny_run_config,
     tiny_settings,
 )
@@ -22,13 +20,6 @@ from segguided_model.state_arrays import model_to_arrays
 from segguided_tools.launcher import RunFailed
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory) -> LocalFederation:
-    local = open_local_federation(tmp_path_factory.mktemp("federation"))
-    yield local
-    local.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ SIZE = (24, 24, 24)
 
 
 def _case(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return synthesize_case(draw_site_profiles(1, 0)[0], SIZE, rng)
+    case = synthesize_case(draw_site_profiles(1, 0)[0], SIZE, np.random.default_rng(seed))
+    return case.images, case.subregions
 
 
 def _write(site: Path, case_id: str, layout: str, convention: str, with_label: bool = True) -> None:

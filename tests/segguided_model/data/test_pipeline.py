@@ -8,6 +8,7 @@ import torch
 from segguided_model.data.discovery import discover_cases
 from segguided_model.data.layouts import CaseRecord
 from segguided_model.data.pipeline import build_eval_dataset, build_train_loader
+from segguided_model.data.preprocessing import load_case
 from segguided_model.data.synthetic import generate_federation
 
 PATCH = (16, 16, 16)
@@ -61,11 +62,39 @@ def test_cache_holds_compact_tensors_and_gives_the_same_batches(cases, tmp_path)
             assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
 
 
-def test_eval_dataset_gives_whole_unpadded_volumes(cases):
+def test_eval_dataset_gives_volumes_cropped_to_brain_and_tumour_without_losing_either(cases):
+    whole = load_case(cases[0])
     item = build_eval_dataset(cases[:1])[0]
-    assert item["image"].shape == (4, 32, 32, 24)
-    assert item["regions"].shape == item["subregions"].shape == (3, 32, 32, 24)
+    shape = tuple(item["image"].shape[1:])
+    assert item["image"].shape[0] == 4 and all(c <= w for c, w in zip(shape, (32, 32, 24))) and shape != (32, 32, 24)
+    assert item["regions"].shape == item["subregions"].shape == (3, *shape) and item["regions"].dtype == torch.uint8
+    # Nothing of the brain or the tumour is cut off: the crop holds every non-zero voxel.
+    assert int(item["regions"].sum()) == int(whole["regions"].sum())
+    assert torch.count_nonzero(item["image"]) == torch.count_nonzero(whole["image"])
     assert item["case_id"] == cases[0].case_id
+
+
+def test_eval_cache_preprocesses_once_and_again_when_a_file_changes(cases, tmp_path, monkeypatch):
+    first = list(build_eval_dataset(cases[:2], cache_dir=tmp_path))[0]
+    files = sorted(tmp_path.rglob("*.pt"))
+    assert len(files) == 2
+    assert len(list(build_eval_dataset(cases[:2], cache_dir=tmp_path))) == 2 and sorted(tmp_path.rglob("*.pt")) == files
+
+    import segguided_model.data.preprocessing as preprocessing
+
+    def unreadable(*args, **kwargs):
+        raise AssertionError("a cached case was read from its NIfTI files again")
+
+    monkeypatch.setattr(preprocessing, "read_volume", unreadable)
+    monkeypatch.setattr(preprocessing, "read_label_map", unreadable)
+    again = build_eval_dataset(cases[:1], cache_dir=tmp_path)[0]  # from the cache, no file read
+    assert torch.equal(again["image"], first["image"])
+    monkeypatch.undo()
+
+    flair = cases[0].image_paths["flair"]
+    flair.touch()  # a new modification time: the case is preprocessed again
+    build_eval_dataset(cases[:1], cache_dir=tmp_path)[0]
+    assert len(list(tmp_path.rglob("*.pt"))) == 3
 
 
 def test_unlabelled_cases_and_bad_sizes_are_rejected(cases):

@@ -25,9 +25,9 @@ def _write_site(site: Path, count: int, layout: str = "brats2023", convention: s
     profile = draw_site_profiles(1, 0)[0]
     ids = []
     for number in range(count):
-        images, subregions = synthesize_case(profile, SIZE, np.random.default_rng(number))
+        case = synthesize_case(profile, SIZE, np.random.default_rng(number))
         case_id = f"BraTS2021_{number:05d}" if layout == "brats2021" else f"BraTS-GLI-{number:05d}-000"
-        write_case(site / case_id, layout, images, label_map(subregions, convention or layout), 10.0)
+        write_case(site / case_id, layout, case.images, label_map(case.subregions, convention or layout), 10.0)
         ids.append(case_id)
     return ids
 
@@ -88,6 +88,7 @@ def _break(site: Path, case_id: str, problem: str) -> None:
         seg = _file(site, case_id, "seg")
         label = np.asanyarray(nib.load(seg).dataobj).copy()
         label[label == 3] = 4
+        label[tuple(np.argwhere(label > 0)[0])] = 4  # also where a coarse phantom's rim left no ET
         _rewrite(seg, label)
     elif problem == "invalid-labels":
         seg = _file(site, case_id, "seg")
@@ -210,3 +211,59 @@ def test_uncompressed_and_4d_singleton_cases_pass(tmp_path):
     report = run_qa(tmp_path)
     assert report.rejected == [] and [case.case_id for case in report.trainable] == ids
     assert report.valid[0].label_path.name.endswith("-seg.nii")
+
+
+def _count_reads(monkeypatch) -> list[str]:
+    """Record every file the QA gate reads (its two readers), still reading them."""
+    import segguided_model.data.qa as qa
+
+    reads: list[str] = []
+    for name in ("read_volume", "read_label_map"):
+        original = getattr(qa, name)
+
+        def counting(path, *args, _original=original, **kwargs):
+            reads.append(Path(path).name)
+            return _original(path, *args, **kwargs)
+
+        monkeypatch.setattr(qa, name, counting)
+    return reads
+
+
+def test_a_second_qa_of_an_unchanged_site_reads_no_image_data(broken_site, tmp_path, monkeypatch):
+    site, expected, good = broken_site
+    first = run_qa(site, convention="brats2023", cache_dir=tmp_path)
+    reads = _count_reads(monkeypatch)
+    second = run_qa(site, convention="brats2023", cache_dir=tmp_path)
+    assert reads == []
+    assert (second.checked, second.reused) == (0, first.checked)
+    assert second.rejected == first.rejected and second.details == first.details
+    assert [case.case_id for case in second.valid] == good and second.convention == first.convention
+
+
+def test_a_changed_file_is_checked_again_and_only_its_case(tmp_path, monkeypatch):
+    site, cache = tmp_path / "site", tmp_path / "cache"
+    ids = _write_site(site, 3)
+    assert run_qa(site, cache_dir=cache).checked == 3
+    _break(site, ids[1], "truncated-file")  # same name, new size and time
+    reads = _count_reads(monkeypatch)
+    report = run_qa(site, cache_dir=cache)
+    assert (report.checked, report.reused) == (1, 2)
+    assert set(reads) <= {p.name for p in (site / ids[1]).iterdir()} and reads
+    assert [(r.case_id, r.reason) for r in report.rejected] == [(ids[1], "truncated-file")]
+
+
+def test_a_new_case_is_checked_and_a_removed_one_forgotten(tmp_path):
+    site, cache = tmp_path / "site", tmp_path / "cache"
+    _write_site(site, 2)
+    run_qa(site, cache_dir=cache)
+    extra = tmp_path / "extra"
+    (moved,) = _write_site(extra, 3)[2:]
+    (extra / moved).rename(site / moved)
+    report = run_qa(site, cache_dir=cache)
+    assert (report.checked, report.reused) == (1, 2)
+    import shutil
+
+    shutil.rmtree(site / moved)
+    report = run_qa(site, cache_dir=cache)
+    assert (report.checked, report.reused, len(report.valid)) == (0, 2, 2)
+    assert moved not in json.loads((cache / "qa-results.json").read_text())["cases"]

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import segguided_tools.cli.segment as segment
+from segguided_model.attention_scores import ATTENTION_KEYS
 from segguided_model.inference import VolumePrediction
 from segguided_model.metrics import HD95_ONE_EMPTY
 from segguided_tools.cli.main import main
@@ -49,9 +50,29 @@ def test_segment_then_evaluate_in_real_processes(case_dir, checkpoint, tmp_path)
     evaluated = subprocess.run([*cli, "evaluate", "--pred", str(pred), "--ref", str(case_dir.parent), "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert evaluated.returncode == 0, evaluated.stderr
     rows = read_rows(out)
-    assert rows[0] == HEADER
+    assert rows[0] == HEADER + list(ATTENTION_KEYS)  # segment wrote the attention maps: they are scored too
     assert [row[0] for row in rows[1:]] == [case_dir.name, "mean"]
-    assert all(0 <= float(v) <= 1 for v in rows[1][1:4])
+    assert all(0 <= float(v) <= 1 for v in rows[1][1:4] + rows[1][len(HEADER):])
+    assert "attention maps" in evaluated.stdout
+
+
+def test_attention_maps_are_scored_against_each_reference_subregion(tmp_path, synthetic, capsys):
+    label = synthetic.blob_label()  # BraTS 2021: 1 NCR, 2 ED, 4 ET
+    save(tmp_path / "ref" / "a.nii.gz", label, synthetic.affine)
+    save(tmp_path / "pred" / "a-seg.nii.gz", label, synthetic.affine)
+    core = ((label == 1) | (label == 4)).astype(np.float32)
+    maps = {"ncr": core, "ed": (label == 2).astype(np.float32) * 0.9, "et": (label == 4).astype(np.float32)}
+    for name, volume in maps.items():  # the NCR map lights the whole core; ED and ET are right
+        nib.save(nib.Nifti1Image(volume, synthetic.affine), tmp_path / "pred" / f"a-attention-{name}.nii.gz")
+    assert evaluate(tmp_path) == 0
+    rows = read_rows(tmp_path / "m.csv")
+    scores = dict(zip(rows[0], rows[1]))
+    ncr, et = int((label == 1).sum()), int((label == 4).sum())
+    assert float(scores["attention-dice-ncr"]) == pytest.approx(2 * ncr / (ncr + ncr + et), abs=1e-5)
+    assert float(scores["attention-ncr-on-et"]) == pytest.approx(2 * et / (ncr + et + et), abs=1e-5)
+    assert float(scores["attention-dice-et"]) == 1.0 and float(scores["attention-et-on-ncr"]) == 0.0
+    assert float(scores["attention-dice-ed"]) == 1.0
+    assert "attention maps" in capsys.readouterr().out
 
 
 def test_known_answers_with_flat_files_both_namings_and_empty_regions(tmp_path, synthetic):
@@ -200,7 +221,7 @@ def test_given_convention_that_a_file_does_not_fit_is_a_one_line_error(tmp_path,
 
 
 def test_segment_output_scores_against_its_4d_singleton_reference(checkpoint, tmp_path, monkeypatch, synthetic):
-    def tumour_is_enhancing(model, image, roi_size, **kwargs):
+    def tumour_is_enhancing(model, image, window=None, device=None):
         whole = image[3] > image[3][image[3] != image[3].min()].mean() + 1.0  # the bright tumour voxels
         regions = torch.stack([whole, whole, whole])
         return VolumePrediction(regions, regions.float(), None)

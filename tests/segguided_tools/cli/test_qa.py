@@ -23,9 +23,9 @@ def _write_site(site: Path, count: int) -> list[Path]:
     profile = draw_site_profiles(1, 0)[0]
     cases = []
     for number in range(count):
-        images, subregions = synthesize_case(profile, SIZE, np.random.default_rng(number))
+        phantom = synthesize_case(profile, SIZE, np.random.default_rng(number))
         case = site / f"BraTS-GLI-{number:05d}-000"
-        write_case(case, "brats2023", images, label_map(subregions, "brats2023"), 10.0)
+        write_case(case, "brats2023", phantom.images, label_map(phantom.subregions, "brats2023"), 10.0)
         cases.append(case)
     return cases
 

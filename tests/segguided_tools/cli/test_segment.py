@@ -40,7 +40,7 @@ def test_segment_writes_seg_attention_maps_and_overlay_in_a_real_process(case_di
 def test_segmentation_aligns_voxel_for_voxel_with_a_non_ras_input(case_dir, checkpoint, tmp_path, monkeypatch, synthetic):
     # A stand-in network that "predicts" the bright tumour voxels of the preprocessed
     # image: if orientation were not restored, the written seg would not match the blob.
-    def threshold_prediction(model, image, roi_size, **kwargs):
+    def threshold_prediction(model, image, window=None, device=None):
         whole = image[3] > image[3][image[3] != image[3].min()].mean() + 1.0
         regions = torch.stack([torch.zeros_like(whole), torch.zeros_like(whole), whole])
         return VolumePrediction(regions, regions.float(), torch.rand(3, *whole.shape))
@@ -77,12 +77,21 @@ def test_wrong_path_is_a_one_line_error_naming_it(case_dir, checkpoint, tmp_path
     assert len(error.splitlines()) == 1 and "nowhere" in error
 
 
-def test_roi_size_not_fitting_the_network_is_a_one_line_error(case_dir, checkpoint, tmp_path, capsys):
-    assert main(["segment", str(case_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--roi-size", "30"]) == 2
-    assert "--roi-size 30 must be a positive multiple of 4" in capsys.readouterr().err
+def test_impossible_window_settings_are_a_one_line_error(case_dir, checkpoint, tmp_path, capsys):
+    arguments = ["segment", str(case_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
+    assert main([*arguments, "--roi-size", "0"]) == 2
+    assert "roi_size must be a positive integer" in capsys.readouterr().err
+    assert main([*arguments, "--overlap", "1.5"]) == 2
+    assert "overlap must be in [0, 1)" in capsys.readouterr().err
 
 
-def _all_enhancing(model, image, roi_size, **kwargs):
+def test_mirrored_segmentation_of_a_case(case_dir, checkpoint, tmp_path):
+    out = tmp_path / "mirrored"
+    assert main(["segment", str(case_dir), "--checkpoint", str(checkpoint), "--out", str(out), "--mirror"]) == 0
+    assert (out / f"{case_dir.name}-seg.nii.gz").is_file()
+
+
+def _all_enhancing(model, image, window=None, device=None):
     regions = torch.ones(3, *image.shape[1:], dtype=torch.bool)
     return VolumePrediction(regions, regions.float(), None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from segguided_federation.run_config import RunConfig
-from segguided_tools.experiments.grid import parse_grid, run_config_keys
+from segguided_tools.experiments.grid import GridError, parse_grid, run_config_keys
 from segguided_tools.experiments.plan import build_plan
 
 # The grids vary secure aggregation; that run-config key arrives with the secure-aggregation change.
@@ -112,3 +112,23 @@ def test_fingerprint_follows_the_data_and_partition_settings():
     })
     after = build_plan(grid, SITES).federated[1]
     assert after.name == before.name and after.fingerprint != before.fingerprint
+
+
+def test_attention_levels_may_be_lambda_values_and_keep_the_boolean_names():
+    plan = build_plan(_grid("one-at-a-time", **{"attention-supervision": [True, False, 0.5, 1]}), SITES)
+    weights = {e.name: e.run_config["attention-weight"] for e in plan.federated if e.partition == "generated"}
+    assert weights == {
+        "fedavg-generated-att-on-secagg-on-seed0": 0.2,  # true: the run config's λ
+        "fedavg-generated-att-off-secagg-on-seed0": 0.0,
+        "fedavg-generated-att-0.5-secagg-on-seed0": 0.5,
+        "fedavg-generated-att-1-secagg-on-seed0": 1.0,  # a number is a λ, not true
+    }
+    with pytest.raises(GridError, match="λ >= 0, got -0.1"):
+        _grid(**{"attention-supervision": [-0.1]})
+
+
+def test_server_learning_rates_tune_the_server_optimiser_and_name_the_experiment():
+    plan = build_plan(_grid(**{"strategies": ["fedadam"], "server-learning-rates": [0.03, 0.1]}), SITES)
+    rates = {e.name: e.run_config["server-learning-rate"] for e in plan.federated if e.partition == "generated"}
+    assert rates == {"fedadam-slr0.03-generated-att-on-secagg-on-seed0": 0.03,
+                     "fedadam-slr0.1-generated-att-on-secagg-on-seed0": 0.1}

@@ -103,3 +103,21 @@ def test_report_renders_tables_plots_and_summary(results, tmp_path):
     assert [r["experiment"] for r in rows] == [*FEDERATED, CENTRALISED]
     assert rows[2]["convergence-score"] == ""  # baselines have no simulated federation time
     assert json.loads((tmp_path / "summary.json").read_text())[0]["worst-site"] in ("site-01", "site-02")
+
+
+def test_several_seeds_are_reported_as_mean_and_std_with_paired_differences(results, tmp_path):
+    grid = load_grid(PROJECT_ROOT / "experiments" / "tiny.toml")
+    reseeded = []
+    for result in results:
+        twin = ExperimentResult.from_json(json.loads(json.dumps(result.to_json())))
+        twin.name = result.name.replace("-seed0", "-seed1")
+        twin.factors = {**twin.factors, "seed": 1}
+        twin.rounds[-1]["central"] = {**twin.rounds[-1]["central"], "dice-mean": twin.final_central["dice-mean"] + 0.02}
+        reseeded.append(twin)
+    text = write_report(tmp_path, grid, [*results, *reseeded]).read_text()
+    assert "## Over seeds (mean ± standard deviation)" in text
+    on = [results[0].final_central["dice-mean"], reseeded[0].final_central["dice-mean"]]
+    mean, std = sum(on) / 2, abs(on[1] - on[0]) / 2**0.5
+    assert f"| fedavg-generated-att-on-secagg-off | 2 | {mean:.3f} ± {std:.3f} |" in text
+    off_minus_on = results[1].final_central["dice-mean"] - results[0].final_central["dice-mean"]
+    assert f"| `fedavg-generated-att-off-secagg-off` − `fedavg-generated-att-on-secagg-off` | 2 | {off_minus_on:+.3f} ± 0.000 |" in text
