@@ -71,11 +71,18 @@ def reference(federation, runs) -> tuple[Path, str]:
     return runs / "reference", outcome.run_id
 
 
+def _without_timings(value):
+    """``value`` without its ``*-seconds`` entries (a site's evaluation reports its QA and client time)."""
+    if isinstance(value, dict):
+        return {key: _without_timings(item) for key, item in value.items() if not key.endswith("-seconds")}
+    return value
+
+
 def _history(run_folder: Path) -> list[dict]:
     rounds = json.loads((run_folder / "metrics.json").read_text())["rounds"]
     comparable = []
     for record in rounds:
-        row = {key: record.get(key) for key in DETERMINISTIC_KEYS}
+        row = {key: _without_timings(record.get(key)) for key in DETERMINISTIC_KEYS}
         secure = record.get("secure-aggregation") or {}
         row["secure"] = {key: secure.get(key) for key in ("survivors", "aggregated", "halted", "training")}
         comparable.append(row)
