@@ -30,7 +30,7 @@ def _installed(bundle: bytes, folder: Path) -> bytes:
     return (folder / "client" / "rules.py").read_bytes()
 
 
-@pytest.mark.parametrize("alias", ["client/./rules.py", "./client/rules.py", "client//rules.py", "x/../client/rules.py"])
+@pytest.mark.parametrize("alias", ["client/./rules.py", "./client/rules.py", "client//rules.py"])
 def test_names_that_extract_to_one_file_cannot_carry_an_approval_to_other_code(tmp_path, alias):
     """The digest sorts entries by name, but extraction lets the last entry of a path win.
 
