@@ -47,3 +47,8 @@ def test_a_hospital_cannot_frame_an_honest_neighbour_as_revealing_a_bogus_share(
     (report,) = federation.reports
     assert report.aggregated, report.halted  # the other holders still reconstruct the malicious seed
     assert not any(failure.startswith(f"node {FRAMED}:") for failure in report.failures), report.failures
+    # The mismatch is still on record, as a dispute between the two: either may have lied.
+    assert report.disputed == [
+        f"node {FRAMED}'s seed share of node {MALICIOUS} does not match node {MALICIOUS}'s commitment "
+        "(left out; one of the two deviated)"
+    ], report.disputed
