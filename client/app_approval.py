@@ -33,7 +33,8 @@ def app_digest(bundle: bytes) -> str:
     """The content digest (``sha256:<hex>``) of a Flower app bundle.
 
     Raises:
-        AppNotApprovedError: not a zip file, a name given twice, or larger than ``MAX_UNPACKED_BYTES``.
+        AppNotApprovedError: not a zip file, a name given twice or not in canonical form, or larger than
+            ``MAX_UNPACKED_BYTES``.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(bundle))
@@ -44,6 +45,11 @@ def app_digest(bundle: bytes) -> str:
         names = [info.filename for info in entries]
         if len(set(names)) != len(names):
             raise AppNotApprovedError("the app bundle names a file twice")
+        if not all(_canonical(name) for name in names):
+            raise AppNotApprovedError(
+                "the app bundle names a file in a non-canonical form (a leading '/', an empty, '.' or '..' "
+                "part, or a backslash): unpacking would map it onto another name"
+            )
         if sum(info.file_size for info in entries) > MAX_UNPACKED_BYTES:
             raise AppNotApprovedError(f"the app bundle unpacks to more than {MAX_UNPACKED_BYTES // 2**20} MiB")
         digest = hashlib.sha256()
@@ -51,6 +57,17 @@ def app_digest(bundle: bytes) -> str:
             content = hashlib.sha256(archive.read(info)).hexdigest()
             digest.update(f"{info.filename}\0{content}\n".encode())
     return f"sha256:{digest.hexdigest()}"
+
+
+def _canonical(name: str) -> bool:
+    """Whether unpacking writes ``name`` to exactly ``name``.
+
+    ``zipfile`` drops empty, ``.`` and ``..`` parts when it extracts, so ``a/./b``,
+    ``./a/b`` and ``a//b`` would all land on ``a/b`` (and ``a/../b`` on ``a/b`` too), and whichever entry
+    comes last would win: the digest (over sorted names) would not pin what is installed.
+    """
+    parts = name.split("/")
+    return "\\" not in name and all(part not in ("", ".", "..") for part in parts)
 
 
 def project_app_digest(path: Path) -> str:

@@ -382,8 +382,9 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
             {owner: state.key_shares[owner].seed_digest for owner in owners},
             {owner: state.setup_replies[owner].public_keys[0] for owner in owners}, state.threshold,
         )
-        for holder, reason in sorted(recovered.bogus.items()):
-            self._fail(state, holder, Stage.UNMASK, reason)
+        for _, reason in sorted(recovered.disputed.items()):
+            self._report.disputed.append(reason)
+            log.warning("round %d: disputed share: %s", self._report.round, reason)
         if recovered.failure:
             state.halt = f"share reconstruction failed: {recovered.failure}"
             return False

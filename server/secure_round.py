@@ -62,6 +62,9 @@ class SecureRoundReport:
 
     ``key-binding`` is ``roster`` when every key holder checked its neighbours against a
     roster of registered identities, else ``none: ...`` (simulation: keys bound to nothing).
+    ``disputed`` lists the revealed shares left out because they did not match their
+    owner's commitment, naming owner and holder (either may have deviated; neither is
+    counted as failed on that evidence).
     """
 
     round: int
@@ -73,6 +76,7 @@ class SecureRoundReport:
     aggregated: bool = False
     halted: str = ""
     failures: list[str] = field(default_factory=list)
+    disputed: list[str] = field(default_factory=list)
     training: dict[str, float] = field(default_factory=dict)
     tolerance: float = 0.0
     epsilon: float | None = None

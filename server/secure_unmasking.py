@@ -1,10 +1,12 @@
 """Unmasking the sum: genuine shares only, verified secrets, and an aggregate that must look like one.
 
 * ``reconstruct_secrets`` keeps a revealed share only if it matches the digest its owner
-  committed to at key sharing (so a bogus share names its sender), combines a threshold of
-  genuine shares, and checks the secret: a mask seed against the owner's seed digest, a
+  committed to at key sharing, combines a threshold of genuine shares, and checks the secret: a mask seed against the owner's seed digest, a
   private key against the owner's public key. A secret that cannot be recovered or checked
-  halts the round.
+  halts the round. A share that does not match its commitment is left out and the pair is
+  recorded as *disputed*, blaming neither: the server cannot tell a holder that revealed a
+  wrong share from an owner that committed to a share it never sent (the share travelled
+  encrypted between the two), so a malicious owner cannot frame an honest holder.
 * ``remove_masks`` subtracts the survivors' own masks and the dropped clients' pairwise
   masks from the modular sum.
 * ``aggregate_violation`` checks the decoded sum against what honest clients can produce:
@@ -45,12 +47,13 @@ class Reconstruction:
 
     Attributes:
         secrets: owner node id → its mask seed (survivors) or PEM private key (dropped).
-        bogus: holder node id → why one of its shares was not genuine.
+        disputed: (owner, holder) → why the holder's revealed share of the owner's secret
+            was left out: it does not match the owner's commitment, and either may have lied.
         failure: why the round must halt; empty if every secret was recovered.
     """
 
     secrets: dict[int, bytes] = field(default_factory=dict)
-    bogus: dict[int, str] = field(default_factory=dict)
+    disputed: dict[tuple[int, int], str] = field(default_factory=dict)
     failure: str = ""
 
 
@@ -88,7 +91,7 @@ def reconstruct_secrets(
         threshold: shares needed per secret.
 
     Returns:
-        The secrets, the holders caught revealing a bogus share, and why the round halts, if it does.
+        The secrets, the disputed (owner, holder) pairs, and why the round halts, if it does.
     """
     result = Reconstruction()
     for owner, kind in sorted(wanted.items()):
@@ -100,7 +103,10 @@ def reconstruct_secrets(
             if share_digest(session, kind, owner, holder, shares[owner]) == committed:
                 genuine.append(shares[owner])
             else:
-                result.bogus[holder] = f"its {kind} share of node {owner} does not match node {owner}'s commitment"
+                result.disputed[(owner, holder)] = (
+                    f"node {holder}'s {kind} share of node {owner} does not match node {owner}'s commitment "
+                    f"(left out; one of the two deviated)"
+                )
         if len(genuine) < threshold:
             result.failure = (
                 f"node {owner}'s {kind}: {len(genuine)} genuine shares, fewer than the reconstruction threshold "

@@ -113,7 +113,6 @@ MALFORMED = {
     "garbage survivor confirmation": ("consistency-check", 2, _garbage_confirmation, ALL),
     "unequal unmask lists": (Stage.UNMASK, 2, _one_share_short, ALL),
     "repeated share owner": (Stage.UNMASK, 4, _repeated_owner, ALL),
-    "bogus Shamir shares": (Stage.UNMASK, 2, _bogus_shares, ALL),
 }
 
 
@@ -130,6 +129,21 @@ def test_a_malformed_reply_fails_only_its_sender_and_the_others_aggregate(kind):
         assert np.max(np.abs(got - want)) <= federation.tolerance()
     assert report.training["train-cases"] == sum(CASES[n] for n in summed)
     assert report.failures and all(failure.startswith(f"node {node}:") for failure in report.failures), report.failures
+
+
+def test_bogus_shamir_shares_are_left_out_as_disputed_and_the_others_aggregate():
+    """A hospital that reveals bogus shares is not trusted, nor is it failed on that evidence:
+    the server cannot tell it from an owner that committed falsely (see the adversarial tests)."""
+    federation = known_update_federation(incoming=_rewrite(Stage.UNMASK, 2, _bogus_shares))
+
+    result = federation.run()
+
+    (report,) = federation.reports
+    assert report.aggregated, report.halted
+    for got, want in zip(result, federation.fedavg(ALL), strict=True):
+        assert np.max(np.abs(got - want)) <= federation.tolerance()
+    assert report.disputed and all(reason.startswith("node 2's ") for reason in report.disputed), report.disputed
+    assert not report.failures, report.failures
 
 
 WORDS_OUT_OF_RANGE = {
