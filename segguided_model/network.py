@@ -54,8 +54,8 @@ class ModelConfig(BaseModel):
 
     in_channels: int = Field(4, ge=1)
     out_channels: int = Field(len(REGIONS), ge=1)
-    base_width: int = Field(32, ge=2)
-    levels: int = Field(5, ge=2, le=8)
+    base_width: int = Field(16, ge=2)
+    levels: int = Field(4, ge=2, le=8)
     max_width: int = Field(320, ge=2)
     encoder_blocks: tuple[PositiveInt, ...]
     skip_merge: SkipMerge = "add"

@@ -64,11 +64,15 @@ def test_fresh_gates_compute_exactly_the_network_without_gates():
     torch.testing.assert_close(gated(x).logits, plain(x).logits)
 
 
-def test_default_configuration_is_full_size():
+def test_default_configuration_is_segresnets_brats_size_and_the_earlier_one_stays_reachable():
+    # SegResNet's BraTS configuration (Myronenko 2018: init 16, blocks 1, 2, 2, 4), chosen
+    # from benchmarks/results/full_size_default.md; the earlier default is a config away.
     config = SegGuidedNet().config
     assert config == ModelConfig()
-    assert config.levels >= 4 and config.base_width >= 32
-    assert SegGuidedNet().size_divisor == 2 ** (config.levels - 1)
+    assert (config.base_width, config.levels, config.encoder_blocks) == (16, 4, (1, 2, 2, 4))
+    assert SegGuidedNet().size_divisor == 8
+    assert 4e6 < n_parameters(SegGuidedNet()) < 5e6
+    assert n_parameters(SegGuidedNet(base_width=32, levels=5)) > 40e6
 
 
 def test_gates_add_less_than_0_2_percent_parameters_at_default_size():
@@ -81,7 +85,7 @@ def test_gates_add_less_than_0_2_percent_parameters_at_default_size():
 def test_encoder_blocks_default_to_segresnets_schedule_and_count_per_level():
     assert ModelConfig(levels=2).encoder_blocks == (1, 2)
     assert ModelConfig(levels=4).encoder_blocks == (1, 2, 2, 4)
-    assert ModelConfig().encoder_blocks == (1, 2, 2, 4, 4)
+    assert ModelConfig(levels=5).encoder_blocks == (1, 2, 2, 4, 4)
     model = SegGuidedNet(base_width=4, levels=3, encoder_blocks=(1, 3, 2))
     assert [len(stage.blocks) for stage in model.encoder] == [1, 3, 2]
     assert model(torch.randn(1, 4, 8, 8, 8)).logits.shape == (1, 3, 8, 8, 8)
