@@ -9,9 +9,9 @@ and pastes the result back into the full grid (background outside the box). MONA
 test-time augmentation averages the predictions of all 2³ flips of each window, as
 nnU-Net does (Isensee et al., Nature Methods 2021).
 
-Measured on one 240×240×155 case with the simulation network (width 8) on a 2-core CPU:
-48³ windows at overlap 0.5 over the whole grid took 385 s; 128³ windows at overlap 0.25
-on the brain's box about 12 s (``benchmarks/results/full_size_round.md``).
+Measured on one 240×240×155 phantom case with the simulation network (width 8) on the
+idle 2-core CPU: 48³ windows at overlap 0.5 over the whole grid took 144.9 s; 128³ windows
+at overlap 0.25 on the brain's box 14.8 s (``benchmarks/results/full_size_round.md``).
 """
 
 from __future__ import annotations
