@@ -217,12 +217,13 @@ class RunConfig(KebabModel):
         )
 
     def validation_window(self, mixed_precision: bool) -> SlidingWindow:
-        """How central validation and federated evaluation cover a case with windows."""
+        """How central validation and federated evaluation cover a case with windows (never smaller than ``patch-size``)."""
         return SlidingWindow(
             roi_size=self.validation_roi_size,
             overlap=self.validation_overlap,
             memory_mb=self.inference_memory_mb,
             amp=mixed_precision,
+            min_size=self.patch_size,
         )
 
     @property

@@ -75,6 +75,12 @@ class SlidingWindow:
         crop_to_brain: predict only inside the bounding box of the non-zero voxels (the
             skull-stripped brain); background elsewhere.
         amp: half-precision forward passes (CUDA).
+        min_size: smallest window edge, or ``(D, H, W)``: the training patch. A window over
+            a volume (or brain box) smaller than it is zero-padded to it, as the background
+            of a skull-stripped case is, so that instance normalisation sees the share of
+            background the network was trained with; 0: no lower bound. Measured on the
+            main job's 5 mm phantom: windows capped at the brain's box (26×33×28) scored
+            central mean Dice 0.564 where the 48³ training patch scored 0.667.
     """
 
     roi_size: int | tuple[int, int, int] = 128
@@ -84,11 +90,15 @@ class SlidingWindow:
     mirror: bool = False
     crop_to_brain: bool = True
     amp: bool = False
+    min_size: int | tuple[int, int, int] = 0
 
     def __post_init__(self) -> None:
         sizes = (self.roi_size,) * 3 if isinstance(self.roi_size, int) else tuple(self.roi_size)
         if len(sizes) != 3 or any(not isinstance(s, int) or s < 1 for s in sizes):
             raise ValueError(f"roi_size must be a positive integer or three of them, got {self.roi_size!r}")
+        smallest = (self.min_size,) * 3 if isinstance(self.min_size, int) else tuple(self.min_size)
+        if len(smallest) != 3 or any(not isinstance(s, int) or s < 0 for s in smallest):
+            raise ValueError(f"min_size must be a non-negative integer or three of them, got {self.min_size!r}")
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if not self.memory_mb > 0:
@@ -97,10 +107,13 @@ class SlidingWindow:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
     def window_for(self, spatial: Sequence[int], divisor: int) -> tuple[int, int, int]:
-        """The window for a volume of ``spatial`` size: ``roi_size`` rounded up to ``divisor``, capped at the volume."""
+        """The window for a volume of ``spatial`` size: ``roi_size`` rounded up to ``divisor``,
+        capped at the volume, and at least ``min_size`` (rounded up to ``divisor``)."""
         sizes = (self.roi_size,) * 3 if isinstance(self.roi_size, int) else tuple(self.roi_size)
+        smallest = (self.min_size,) * 3 if isinstance(self.min_size, int) else tuple(self.min_size)
         return tuple(  # type: ignore[return-value]
-            min(_round_up(size, divisor), _round_up(extent, divisor)) for size, extent in zip(sizes, spatial)
+            max(min(_round_up(size, divisor), _round_up(extent, divisor)), _round_up(least, divisor) if least else 0)
+            for size, extent, least in zip(sizes, spatial, smallest)
         )
 
 

@@ -82,6 +82,8 @@ def test_label_map_is_written_in_the_requested_convention():
         ({"overlap": 1.0}, "overlap"),
         ({"batch_size": 0}, "batch_size"),
         ({"memory_mb": 0.0}, "memory_mb"),
+        ({"min_size": -1}, "min_size"),
+        ({"min_size": (48, 48)}, "min_size"),
     ],
 )
 def test_ill_window_settings_raise_value_error(kwargs, message):
@@ -98,6 +100,28 @@ def test_window_is_rounded_up_to_the_divisor_and_capped_at_the_volume():
     window = SlidingWindow(roi_size=(128, 30, 6))
     assert window.window_for((134, 182, 122), divisor=16) == (128, 32, 16)
     assert window.window_for((10, 12, 9), divisor=4) == (12, 12, 8)
+
+
+def test_a_window_is_never_smaller_than_the_training_patch():
+    # A 5 mm phantom's brain box (26×33×28) gets the 48³ training patch, zero-padded as its
+    # background is; a full-size brain box keeps the 128³ windows.
+    window = SlidingWindow(roi_size=128, min_size=48)
+    assert window.window_for((26, 33, 28), divisor=8) == (48, 48, 48)
+    assert window.window_for((143, 181, 149), divisor=8) == (128, 128, 128)
+    assert SlidingWindow(roi_size=128, min_size=(64, 64, 40)).window_for((26, 33, 28), divisor=8) == (64, 64, 40)
+
+
+def test_a_small_brain_box_is_predicted_as_if_it_kept_its_background(model):
+    # Zero padding to the training patch equals predicting on the uncropped volume whose
+    # background is zero: same windows, same instance-normalisation statistics.
+    image = torch.zeros(4, 16, 16, 16)
+    image[:, 4:12, 4:12, 4:12] = torch.randn(4, 8, 8, 8)  # centred: MONAI pads both sides alike
+    whole = predict_volume(model, image, SlidingWindow(roi_size=16, crop_to_brain=False))
+    cropped = predict_volume(model, image, SlidingWindow(roi_size=16, min_size=16))
+    capped = predict_volume(model, image, SlidingWindow(roi_size=16))
+    inside = (slice(None), slice(4, 12), slice(4, 12), slice(4, 12))
+    assert not torch.allclose(capped.probabilities[inside], whole.probabilities[inside], atol=1e-4)
+    torch.testing.assert_close(cropped.probabilities[inside], whole.probabilities[inside], atol=1e-4, rtol=1e-4)
 
 
 def test_only_the_brain_is_predicted_and_pasted_back(model):
