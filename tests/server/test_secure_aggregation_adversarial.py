@@ -7,7 +7,7 @@ property the README's threat model claims holds against it.
 from __future__ import annotations
 
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
-from known_update_federation import CASES, known_update_federation
+from known_update_federation import known_update_federation
 
 from segguided_federation.secure_protocol import DIGEST_BYTES, SHARE_DIGESTS, SHARE_HOLDERS
 
