@@ -93,10 +93,10 @@ class SlidingWindow:
     min_size: int | tuple[int, int, int] = 0
 
     def __post_init__(self) -> None:
-        sizes = (self.roi_size,) * 3 if isinstance(self.roi_size, int) else tuple(self.roi_size)
+        sizes = _per_axis(self.roi_size)
         if len(sizes) != 3 or any(not isinstance(s, int) or s < 1 for s in sizes):
             raise ValueError(f"roi_size must be a positive integer or three of them, got {self.roi_size!r}")
-        smallest = (self.min_size,) * 3 if isinstance(self.min_size, int) else tuple(self.min_size)
+        smallest = _per_axis(self.min_size)
         if len(smallest) != 3 or any(not isinstance(s, int) or s < 0 for s in smallest):
             raise ValueError(f"min_size must be a non-negative integer or three of them, got {self.min_size!r}")
         if not 0 <= self.overlap < 1:
@@ -109,12 +109,15 @@ class SlidingWindow:
     def window_for(self, spatial: Sequence[int], divisor: int) -> tuple[int, int, int]:
         """The window for a volume of ``spatial`` size: ``roi_size`` rounded up to ``divisor``,
         capped at the volume, and at least ``min_size`` (rounded up to ``divisor``)."""
-        sizes = (self.roi_size,) * 3 if isinstance(self.roi_size, int) else tuple(self.roi_size)
-        smallest = (self.min_size,) * 3 if isinstance(self.min_size, int) else tuple(self.min_size)
         return tuple(  # type: ignore[return-value]
             max(min(_round_up(size, divisor), _round_up(extent, divisor)), _round_up(least, divisor) if least else 0)
-            for size, extent, least in zip(sizes, spatial, smallest)
+            for size, extent, least in zip(_per_axis(self.roi_size), spatial, _per_axis(self.min_size))
         )
+
+
+def _per_axis(size: int | Sequence[int]) -> tuple[int, ...]:
+    """One edge for all three axes, or the edges as given."""
+    return (size,) * 3 if isinstance(size, int) else tuple(size)
 
 
 def _round_up(value: int, divisor: int) -> int:
