@@ -1,8 +1,9 @@
 """Unmasking the sum: genuine shares only, verified secrets, and an aggregate that must look like one.
 
 * ``reconstruct_secrets`` keeps a revealed share only if it matches the digest its owner
-  committed to at key sharing, combines a threshold of genuine shares, and checks the secret: a mask seed against the owner's seed digest, a
-  private key against the owner's public key. A secret that cannot be recovered or checked
+  committed to at key sharing, combines a threshold of genuine shares, and checks the
+  secret: a mask seed against the owner's seed digest, a private key against the owner's
+  public key. A secret that cannot be recovered or checked
   halts the round. A share that does not match its commitment is left out and the pair is
   recorded as *disputed*, blaming neither: the server cannot tell a holder that revealed a
   wrong share from an owner that committed to a share it never sent (the share travelled
