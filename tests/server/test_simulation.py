@@ -14,8 +14,8 @@ from federation_harness import (
 
 from segguided_federation.run_config import RunConfig
 from segguided_federation.secure_encoding import FixedPointCodec
+from segguided_federation.synthetic_data import synthetic_federation
 from segguided_model.checkpoint import load_checkpoint
-from segguided_model.data.synthetic import brats_grid_with_largest_axis, ensure_federation
 from segguided_model.state_arrays import model_to_arrays
 from segguided_tools.launcher import RunFailed
 
@@ -98,19 +98,15 @@ def test_secure_and_plain_aggregation_reach_the_same_model_and_dice(federation, 
     assert sorted(_rounds(plain)[1]["site-training"]) == ["site-1", "site-2", "site-3"]  # plain: per site
 
 
-def test_a_failing_client_does_not_end_the_run(federation, tmp_path):
+def test_a_failing_client_does_not_end_the_run(federation, tmp_path, monkeypatch):
     """Site 3 fails in the training stage, after key sharing: the round aggregates the two survivors
     (that their sum is exact is shown in process by test_secure_aggregation)."""
     output = tmp_path / "runs"
     settings = tiny_settings(output, **{"run-name": "one-site-broken", "num-server-rounds": 1, "seed": 7})
     config = RunConfig.from_flower({**RunConfig().to_flower(), **settings})
     # Generate the federation this run will use, then break every file of the third site.
-    data = ensure_federation(
-        federation.cache / config.synthetic_root().name,
-        sites=config.synthetic_sites, cases=config.synthetic_cases_per_site,
-        val_cases=config.synthetic_validation_cases, size=brats_grid_with_largest_axis(config.synthetic_size),
-        seed=config.seed,
-    )
+    monkeypatch.setenv("SEGGUIDED_CACHE", str(federation.cache))  # where the federation's apps look
+    data = synthetic_federation(config)
     for image in data.site_dirs[2].rglob("*.nii.gz"):
         image.write_bytes(b"not a nifti file")
 
