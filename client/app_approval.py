@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import unicodedata
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +34,8 @@ def app_digest(bundle: bytes) -> str:
     """The content digest (``sha256:<hex>``) of a Flower app bundle.
 
     Raises:
-        AppNotApprovedError: not a zip file, a name given twice or not in canonical form, or larger than
+        AppNotApprovedError: not a zip file, a directory entry, a name given twice (up to case and
+            Unicode normalisation) or not in canonical form, or larger than
             ``MAX_UNPACKED_BYTES``.
     """
     try:
@@ -41,10 +43,17 @@ def app_digest(bundle: bytes) -> str:
     except zipfile.BadZipFile:
         raise AppNotApprovedError("the app bundle is not a valid zip file") from None
     with archive:
-        entries = [info for info in archive.infolist() if not info.is_dir()]
+        entries = archive.infolist()
+        if any(info.is_dir() for info in entries):
+            raise AppNotApprovedError(
+                "the app bundle has a directory entry: the digest covers files only (Flower's bundler writes none)"
+            )
         names = [info.filename for info in entries]
-        if len(set(names)) != len(names):
-            raise AppNotApprovedError("the app bundle names a file twice")
+        if len({_folded(name) for name in names}) != len(names):
+            raise AppNotApprovedError(
+                "the app bundle names a file twice (counting names that differ only in case or Unicode "
+                "normalisation, which some filesystems store as one file)"
+            )
         if not all(_canonical(name) for name in names):
             raise AppNotApprovedError(
                 "the app bundle names a file in a non-canonical form (a leading '/', an empty, '.' or '..' "
@@ -57,6 +66,11 @@ def app_digest(bundle: bytes) -> str:
             content = hashlib.sha256(archive.read(info)).hexdigest()
             digest.update(f"{info.filename}\0{content}\n".encode())
     return f"sha256:{digest.hexdigest()}"
+
+
+def _folded(name: str) -> str:
+    """``name`` as a case-insensitive, normalising filesystem (macOS, Windows) compares it."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _canonical(name: str) -> bool:

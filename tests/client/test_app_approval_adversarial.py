@@ -52,3 +52,60 @@ def test_names_that_extract_to_one_file_cannot_carry_an_approval_to_other_code(t
             refused.append(bundle)
     # Either such bundles are refused outright, or their digests differ.
     assert len(refused) == 2 or app_digest(approved) != app_digest(swapped)
+
+
+@pytest.mark.parametrize(
+    "alias",
+    ["client/RULES.py", "Client/rules.py", "client/rules.PY"],
+)
+def test_names_one_case_insensitive_filesystem_merges_cannot_carry_an_approval_to_other_code(alias):
+    """On a case-insensitive filesystem (macOS, Windows) ``client/rules.py`` and ``client/RULES.py`` are one file.
+
+    Both entries are in the digest, which sorts them, so the two orders of the same
+    entries have one digest; extraction writes them in archive order and the last one
+    wins. A hospital whose SuperNode runs on such a filesystem would run ``EVIL`` under the
+    approval of a bundle that installed ``GOOD`` where it was reviewed.
+    """
+    approved = _zip([(alias, EVIL), ("client/rules.py", GOOD)])
+    swapped = _zip([("client/rules.py", GOOD), (alias, EVIL)])
+    _assert_refused_or_told_apart(approved, swapped)
+
+
+def test_names_one_normalising_filesystem_merges_cannot_carry_an_approval_to_other_code():
+    """macOS (HFS+, and APFS's lookups) treats the NFC and NFD spellings of a name as one file."""
+    composed, decomposed = "client/r\u00e9gles.py", "client/re\u0301gles.py"
+    assert composed != decomposed
+    approved = _zip([(decomposed, EVIL), (composed, GOOD)])
+    swapped = _zip([(composed, GOOD), (decomposed, EVIL)])
+    _assert_refused_or_told_apart(approved, swapped)
+
+
+def test_directory_entries_cannot_change_the_installed_tree_under_one_digest(tmp_path):
+    """The digest skips directory entries, yet extraction creates them.
+
+    An empty folder named like an optional dependency (``wandb/``) becomes an importable
+    namespace package once the app folder is on ``sys.path``, so ``import wandb`` starts
+    succeeding in code that tests for it: the same approved digest installs two different
+    trees. Flower's own bundler writes no directory entries, so refusing them costs nothing.
+    """
+    plain = _zip([("client/rules.py", GOOD)])
+    with_folder = _zip([("client/rules.py", GOOD), ("wandb/", b"")])
+    for name, bundle in (("plain", plain), ("with-folder", with_folder)):
+        folder = tmp_path / name
+        _installed(bundle, folder)
+    assert (tmp_path / "with-folder" / "wandb").is_dir() and not (tmp_path / "plain" / "wandb").exists()
+    _assert_refused_or_told_apart(plain, with_folder, either=True)
+
+
+def _assert_refused_or_told_apart(first: bytes, second: bytes, either: bool = False) -> None:
+    """Both bundles refused (or, with ``either``, at least one), or their digests differ."""
+    refused = []
+    for bundle in (first, second):
+        try:
+            app_digest(bundle)
+        except AppNotApprovedError:
+            refused.append(bundle)
+    if refused:
+        assert either or len(refused) == 2
+        return
+    assert app_digest(first) != app_digest(second)
