@@ -94,10 +94,14 @@ class RunConfig(KebabModel):
     data_loader_workers: int = Field(0, ge=0)
 
     # Validation (central and federated): sliding windows over each case's brain
-    validation_roi_size: int = Field(128, ge=8, description="window edge in voxels (capped at the brain's box)")
+    validation_roi_size: int = Field(
+        256, ge=8, description="window edge in voxels (capped at the brain's box: 256 is one window over any BraTS brain)"
+    )
     validation_overlap: float = Field(0.25, ge=0.0, lt=1.0, description="overlap of neighbouring windows")
     inference_memory_mb: float = Field(
-        1024.0, gt=0.0, description="activation memory for one forward pass; decides how many windows run together"
+        2048.0,
+        gt=0.0,
+        description="activation memory (MiB) for one forward pass: bounds the window, then how many run together",
     )
 
     # Model
