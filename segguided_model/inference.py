@@ -10,8 +10,10 @@ test-time augmentation averages the predictions of all 2³ flips of each window,
 nnU-Net does (Isensee et al., Nature Methods 2021).
 
 Measured on one 240×240×155 phantom case with the simulation network (width 8) on the
-idle 2-core CPU: 48³ windows at overlap 0.5 over the whole grid took 144.9 s; 128³ windows
-at overlap 0.25 on the brain's box 14.8 s (``benchmarks/results/full_size_round.md``).
+idle 2-core CPU: 48³ windows at overlap 0.5 over the whole grid took 114.2 s; 128³ windows
+at overlap 0.25 on the brain's box 14.0 s; one window over the brain's box 3.4 s
+(``benchmarks/results/full_size_round.md``). On trained 2 mm cases the one window scored
+the same mean Dice as patch-sized tiles within noise (``benchmarks/results/validation_window.md``).
 """
 
 from __future__ import annotations
