@@ -78,16 +78,16 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - started
 
 
-def generate(work: Path, cases: int, seed: int) -> tuple[Path, Path, float]:
+def generate(work: Path, cases: int, seed: int, sites: int = SITES) -> tuple[Path, Path, float]:
     """A federation of full-size sites; returns (folder of site links, validation folder, seconds)."""
-    federation, seconds = timed(ensure_federation, work / f"data-{cases}", sites=SITES, cases=cases, val_cases=2,
+    federation, seconds = timed(ensure_federation, work / f"data-{cases}", sites=sites, cases=cases, val_cases=2,
                                 size=BRATS_SIZE, seed=seed)
-    sites = work / f"sites-{cases}"
-    sites.mkdir(exist_ok=True)
+    links = work / f"sites-{cases}"
+    links.mkdir(exist_ok=True)
     for folder in federation.site_dirs:
-        if not (sites / folder.name).exists():
-            (sites / folder.name).symlink_to(folder)
-    return sites, federation.validation_dir, seconds
+        if not (links / folder.name).exists():
+            (links / folder.name).symlink_to(folder)
+    return links, federation.validation_dir, seconds
 
 
 def components(site: Path, validation: Path, cache: Path) -> dict:
