@@ -252,9 +252,9 @@ class CheckpointedStrategy(Strategy):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         number = self._number(server_round)
         self._started["evaluate"] = time.perf_counter()
-        instructions = self.inner.configure_evaluate(number, parameters, client_manager) if self.validates_after(
-            number
-        ) else []
+        instructions = []
+        if self.validates_after(number):
+            instructions = self.inner.configure_evaluate(number, parameters, client_manager)
         if not instructions and self.inner_fraction_evaluate() > 0.0:
             self._close_round(number)
         return self._instructions(number, instructions)
