@@ -51,7 +51,7 @@ def gpu_memory_mib() -> float:
 
 
 def federation_on_one_gpu(work: Path) -> dict:
-    sites, validation, _ = generate(work, cases=4, seed=4)
+    sites, validation, _ = generate(work, cases=4, seed=4, sites=3)
     local = open_local_federation(work / "federation")
     settings = {
         "data-dir": str(sites), "server-validation-dir": str(validation), "num-server-rounds": 2,

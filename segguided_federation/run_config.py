@@ -52,6 +52,9 @@ class RunConfig(KebabModel):
         300.0, gt=0.0, description="seconds to wait for min-available-clients SuperNodes before the run fails"
     )
     fraction_evaluate: float = Field(1.0, ge=0.0, le=1.0, description="0 disables federated evaluation")
+    evaluate_every: int = Field(
+        1, ge=1, description="central validation and federated evaluation after every k-th round and the last"
+    )
     strategy: Literal["fedavg", "fedprox", "fedadam", "fedyogi"] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0, description="FedProx proximal weight")
     server_learning_rate: float = Field(0.01, gt=0.0, description="FedAdam/FedYogi server step size")
@@ -91,10 +94,14 @@ class RunConfig(KebabModel):
     data_loader_workers: int = Field(0, ge=0)
 
     # Validation (central and federated): sliding windows over each case's brain
-    validation_roi_size: int = Field(128, ge=8, description="window edge in voxels (capped at the brain's box)")
+    validation_roi_size: int = Field(
+        256, ge=8, description="window edge in voxels (capped at the brain's box: 256 is one window over any BraTS brain)"
+    )
     validation_overlap: float = Field(0.25, ge=0.0, lt=1.0, description="overlap of neighbouring windows")
     inference_memory_mb: float = Field(
-        1024.0, gt=0.0, description="activation memory for one forward pass; decides how many windows run together"
+        2048.0,
+        gt=0.0,
+        description="activation memory (MiB) for one forward pass: bounds the window, then how many run together",
     )
 
     # Model
@@ -215,6 +222,14 @@ class RunConfig(KebabModel):
             attention_gates=True,
             deep_supervision=self.deep_supervision,
         )
+
+    def validates_after(self, number: int) -> bool:
+        """Whether round ``number`` ends with central validation and federated evaluation.
+
+        Round 0 (the initial model), every ``evaluate-every``-th round and the last round do;
+        the others only aggregate and write their checkpoint.
+        """
+        return number == 0 or number % self.evaluate_every == 0 or number >= self.num_server_rounds
 
     def validation_window(self, mixed_precision: bool) -> SlidingWindow:
         """How central validation and federated evaluation cover a case with windows (never smaller than ``patch-size``)."""

@@ -10,8 +10,10 @@ test-time augmentation averages the predictions of all 2³ flips of each window,
 nnU-Net does (Isensee et al., Nature Methods 2021).
 
 Measured on one 240×240×155 phantom case with the simulation network (width 8) on the
-idle 2-core CPU: 48³ windows at overlap 0.5 over the whole grid took 144.9 s; 128³ windows
-at overlap 0.25 on the brain's box 14.8 s (``benchmarks/results/full_size_round.md``).
+idle 2-core CPU: 48³ windows at overlap 0.5 over the whole grid took 114.2 s; 128³ windows
+at overlap 0.25 on the brain's box 14.0 s; one window over the brain's box 3.4 s
+(``benchmarks/results/full_size_round.md``). On trained 2 mm cases the one window scored
+the same mean Dice as patch-sized tiles within noise (``benchmarks/results/validation_window.md``).
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class SlidingWindow:
             window. Larger than the training patch is fine: the network is fully
             convolutional, and fewer, larger windows overlap less.
         overlap: fraction of overlap between neighbouring windows, in [0, 1).
-        memory_mb: budget for the activations of one forward pass; decides how many
+        memory_mb: budget for the activations of one forward pass: a window larger than it
+            shrinks towards ``min_size`` (``window_within_memory``), and it decides how many
             windows run together when ``batch_size`` is ``None`` (``window_batch_size``).
         batch_size: windows per forward pass; ``None`` derives it from ``memory_mb``.
         mirror: test-time augmentation: average over all 8 mirrorings of each window
@@ -108,11 +111,15 @@ class SlidingWindow:
 
     def window_for(self, spatial: Sequence[int], divisor: int) -> tuple[int, int, int]:
         """The window for a volume of ``spatial`` size: ``roi_size`` rounded up to ``divisor``,
-        capped at the volume, and at least ``min_size`` (rounded up to ``divisor``)."""
+        capped at the volume, and at least ``smallest_window``."""
         return tuple(  # type: ignore[return-value]
-            max(min(_round_up(size, divisor), _round_up(extent, divisor)), _round_up(least, divisor) if least else 0)
-            for size, extent, least in zip(_per_axis(self.roi_size), spatial, _per_axis(self.min_size))
+            max(min(_round_up(size, divisor), _round_up(extent, divisor)), least)
+            for size, extent, least in zip(_per_axis(self.roi_size), spatial, self.smallest_window(divisor))
         )
+
+    def smallest_window(self, divisor: int) -> tuple[int, int, int]:
+        """``min_size`` rounded up to ``divisor`` (at least one ``divisor``)."""
+        return tuple(_round_up(least, divisor) for least in _per_axis(self.min_size))  # type: ignore[return-value]
 
 
 def _per_axis(size: int | Sequence[int]) -> tuple[int, ...]:
@@ -145,6 +152,33 @@ def window_bytes(model: SegGuidedNet, window: Sequence[int]) -> int:
 def window_batch_size(model: SegGuidedNet, window: Sequence[int], memory_mb: float) -> int:
     """How many windows fit one forward pass within ``memory_mb`` (at least 1)."""
     return max(1, int(memory_mb * 2**20 // window_bytes(model, window)))
+
+
+def window_within_memory(
+    model: SegGuidedNet, window: Sequence[int], smallest: Sequence[int], memory_mb: float
+) -> tuple[int, int, int]:
+    """``window`` shrunk until one of it fits ``memory_mb`` (``window_bytes``), never below ``smallest``.
+
+    The longest axis still above its floor gives up one size divisor at a time, so a window
+    that covers a whole brain box on a GPU becomes several near-cubic tiles on a small
+    budget. A window already at ``smallest`` is returned as it is, even over budget.
+
+    Args:
+        model: the network (its widths and size divisor).
+        window: ``(D, H, W)`` in voxels, multiples of the size divisor.
+        smallest: ``(D, H, W)`` floor (the training patch), multiples of the size divisor.
+        memory_mb: activation budget of one forward pass, MiB.
+    """
+    divisor = model.size_divisor
+    edges = list(window)
+    budget = memory_mb * 2**20
+    while window_bytes(model, edges) > budget:
+        shrinkable = [axis for axis in range(3) if edges[axis] - divisor >= max(smallest[axis], divisor)]
+        if not shrinkable:
+            break
+        longest = max(shrinkable, key=lambda axis: edges[axis])
+        edges[longest] -= divisor
+    return tuple(edges)  # type: ignore[return-value]
 
 
 def brain_box(image: torch.Tensor) -> tuple[slice, slice, slice]:
@@ -219,7 +253,12 @@ def predict_volume(
     plain = plain.float()
     box = brain_box(plain) if window.crop_to_brain else tuple(slice(0, s) for s in plain.shape[1:])
     cropped = plain[(slice(None), *box)]
-    roi = window.window_for(cropped.shape[1:], model.size_divisor)
+    roi = window_within_memory(
+        model,
+        window.window_for(cropped.shape[1:], model.size_divisor),
+        window.smallest_window(model.size_divisor),
+        window.memory_mb,
+    )
     batch = window.batch_size or window_batch_size(model, roi, window.memory_mb)
     was_training = model.training
     model.eval()

@@ -8,9 +8,12 @@ federated study needs around it, without copying its round loop:
 * client results are aggregated in site order, so the aggregate is reproducible;
 * a round aggregates only if at least ``min-fit-clients`` clients succeeded, otherwise
   the global model stays as it was (and the round is recorded as not aggregated);
-* after every aggregation the global model is validated centrally, the history
-  (``metrics.json``/``.csv``) is rewritten, and the model is checkpointed atomically with
-  the round's record, so a crash at any moment loses no round that has a checkpoint;
+* after every aggregation the history (``metrics.json``/``.csv``) is rewritten and the
+  model is checkpointed atomically with the round's record, so a crash at any moment loses
+  no round that has a checkpoint;
+* the global model is validated centrally and evaluated on the sites after the rounds
+  that ``validates_after`` names (``evaluate-every``: every round by default, and always
+  the last); the other rounds only aggregate and checkpoint;
 * federated-evaluation failures are recorded next to training failures.
 """
 
@@ -77,6 +80,9 @@ class CheckpointedStrategy(Strategy):
         min_fit_clients: successful clients a round needs before it aggregates.
         fit_config: extra keys every client receives with its training instructions.
         listeners: called with each finished round's record.
+        validates_after: whether a round (numbered from the run's start) ends with central
+            validation and federated evaluation (``RunConfig.validates_after``); every
+            round by default.
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class CheckpointedStrategy(Strategy):
         min_fit_clients: int,
         fit_config: dict[str, Scalar],
         listeners: tuple[RoundListener, ...] = (),
+        validates_after: Callable[[int], bool] = lambda number: True,
     ) -> None:
         super().__init__()
         self.inner = inner
@@ -104,6 +111,7 @@ class CheckpointedStrategy(Strategy):
         self.min_fit_clients = min_fit_clients
         self.fit_config = fit_config
         self.listeners = listeners
+        self.validates_after = validates_after
         self._started: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -201,13 +209,19 @@ class CheckpointedStrategy(Strategy):
         if server_round == 0 and self.completed_rounds > 0:
             return None  # this model was validated before the interruption
         load_arrays(self.model, parameters_to_ndarrays(parameters))
-        started = time.perf_counter()
-        rows, means = self.validator(self.model)
         record = self.history.round(number)
-        record.central = {key: float(value) for key, value in means.items()}
-        record.timing["central-validation-seconds"] = time.perf_counter() - started
-        record.timing["central-validation-seconds-per-case"] = record.timing["central-validation-seconds"] / len(rows)
-        is_best = self.history.best_round() == number
+        rows: list[dict] = []
+        if self.validates_after(number):
+            started = time.perf_counter()
+            rows, means = self.validator(self.model)
+            record.central = {key: float(value) for key, value in means.items()}
+            record.timing["central-validation-seconds"] = time.perf_counter() - started
+            record.timing["central-validation-seconds-per-case"] = (
+                record.timing["central-validation-seconds"] / len(rows)
+            )
+        else:
+            log.info("round %d: not validated (evaluate-every); checkpoint only", number)
+        is_best = bool(record.central) and self.history.best_round() == number
         self.history.write()  # the round's row first: a checkpoint never exists without it
         self.folder.save_round(
             self.model,
@@ -238,7 +252,9 @@ class CheckpointedStrategy(Strategy):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         number = self._number(server_round)
         self._started["evaluate"] = time.perf_counter()
-        instructions = self.inner.configure_evaluate(number, parameters, client_manager)
+        instructions = []
+        if self.validates_after(number):
+            instructions = self.inner.configure_evaluate(number, parameters, client_manager)
         if not instructions and self.inner_fraction_evaluate() > 0.0:
             self._close_round(number)
         return self._instructions(number, instructions)

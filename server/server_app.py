@@ -123,11 +123,13 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
         min_fit_clients=config.min_fit_clients,
         fit_config={keys.RUN_SEED: config.seed},
         listeners=listeners,
+        validates_after=config.validates_after,
     )
     # A run killed after round k's checkpoint but before its federated evaluation resumes from
     # round k without it (round 0 has none: the initial model is only validated centrally).
     interrupted = (
         resume is not None and completed_rounds > 0 and config.fraction_evaluate > 0
+        and config.validates_after(completed_rounds)
         and not history.round(completed_rounds).site_evaluation
     )
     try:

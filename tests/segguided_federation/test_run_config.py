@@ -49,6 +49,7 @@ def test_wrong_type_is_named():
         ("model-encoder-blocks", "1,2,2"),
         ("model-skip-merge", "multiply"),
         ("server-validation-convention", "brats2025"),
+        ("evaluate-every", 0),
     ],
 )
 def test_impossible_values_are_named(key, value):
@@ -116,3 +117,12 @@ def test_differential_privacy_needs_every_client_in_every_round():
             {**_app_config(), "differential-privacy": True, "fraction-fit": 0.1, "min-fit-clients": 2}
         )
     assert RunConfig.from_flower({**_app_config(), "differential-privacy": True}).fraction_fit == 1.0
+
+
+@pytest.mark.parametrize(
+    ("every", "rounds", "validated"),
+    [(1, 3, [0, 1, 2, 3]), (2, 5, [0, 2, 4, 5]), (3, 6, [0, 3, 6]), (10, 4, [0, 4])],
+)
+def test_evaluate_every_validates_every_kth_round_the_initial_model_and_the_last(every, rounds, validated):
+    config = RunConfig.from_flower({"evaluate-every": every, "num-server-rounds": rounds})
+    assert [n for n in range(rounds + 1) if config.validates_after(n)] == validated

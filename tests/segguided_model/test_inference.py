@@ -12,6 +12,7 @@ from segguided_model.inference import (
     predict_volume,
     window_batch_size,
     window_bytes,
+    window_within_memory,
 )
 from segguided_model.labels import CONVENTIONS, nest_regions
 from segguided_model.network import SegGuidedNet
@@ -160,3 +161,25 @@ def test_windows_per_forward_pass_follow_the_memory_budget(model):
     small = predict_volume(model, torch.randn(4, 24, 24, 24), SlidingWindow(roi_size=8, memory_mb=1.0))
     batched = predict_volume(model, torch.randn(4, 24, 24, 24), SlidingWindow(roi_size=8, batch_size=27))
     assert small.probabilities.shape == batched.probabilities.shape
+
+
+def test_a_window_over_the_memory_budget_shrinks_its_longest_axes_but_not_below_the_patch(model):
+    divisor = model.size_divisor
+    box = (64, 96, 48)
+    assert window_within_memory(model, box, (16, 16, 16), memory_mb=window_bytes(model, box) / 2**20) == box
+    budget = window_bytes(model, (48, 48, 48)) / 2**20
+    shrunk = window_within_memory(model, box, (16, 16, 16), memory_mb=budget)
+    assert window_bytes(model, shrunk) <= budget * 2**20
+    assert all(edge % divisor == 0 and 16 <= edge <= whole for edge, whole in zip(shrunk, box))
+    assert max(shrunk) - min(shrunk) <= divisor  # the longest axes gave up voxels first
+    assert window_within_memory(model, box, (32, 32, 32), memory_mb=1e-6) == (32, 32, 32)  # floor wins
+
+
+def test_predict_volume_covers_the_box_with_smaller_windows_when_the_budget_is_small(model):
+    torch.manual_seed(0)
+    image = torch.randn(4, 40, 40, 40)
+    one_window = predict_volume(model, image, SlidingWindow(roi_size=64, overlap=0.5))
+    budget = window_bytes(model, (24, 24, 24)) / 2**20
+    tiled = predict_volume(model, image, SlidingWindow(roi_size=64, overlap=0.5, memory_mb=budget))
+    assert tiled.probabilities.shape == one_window.probabilities.shape
+    assert not torch.allclose(tiled.probabilities, one_window.probabilities)  # other windows, other context

@@ -81,6 +81,18 @@ def test_resumed_run_reaches_the_same_model_as_an_uninterrupted_one(federation, 
         assert round(uninterrupted["central"]["dice-mean"], 3) == round(continued["central"]["dice-mean"], 3)
 
 
+def test_evaluate_every_skips_validation_between_kth_rounds_and_always_validates_the_last(federation, tmp_path):
+    federation.run(tiny_run_config(tmp_path, **{"run-name": "every-2", "num-server-rounds": 3, "evaluate-every": 2}))
+    rounds = {r["round"]: r for r in _rounds(tmp_path / "every-2")}
+    assert sorted(rounds) == [0, 1, 2, 3]
+    assert [n for n, r in rounds.items() if r["central"]] == [0, 2, 3]
+    assert [n for n, r in rounds.items() if r["site-evaluation"]] == [2, 3]
+    assert "central-validation-seconds" not in rounds[1]["timing"] and rounds[1]["timing"]["round-seconds"] > 0
+    assert rounds[1]["aggregated"] and rounds[1]["secure-aggregation"]["survivors"] == 3
+    best = load_checkpoint(tmp_path / "every-2" / "best.pt")
+    assert best.extra["round"] in (0, 2, 3)
+
+
 def test_secure_and_plain_aggregation_reach_the_same_model_and_dice(federation, completed_run):
     """Same seeds and data: the secure round-1 model equals plain FedAvg's within the encoding's tolerance,
     and central mean Dice agrees within 0.01 in every round: on the phantom the tiny run's
