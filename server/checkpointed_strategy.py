@@ -206,10 +206,10 @@ class CheckpointedStrategy(Strategy):
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
         number = self._number(server_round)
-        if server_round == 0 and self.completed_rounds > 0:
-            return None  # this model was validated before the interruption
-        load_arrays(self.model, parameters_to_ndarrays(parameters))
         record = self.history.round(number)
+        if server_round == 0 and self.completed_rounds > 0 and (record.central or not self.validates_after(number)):
+            return None  # the resumed round's model was validated before the interruption, or needs no validation
+        load_arrays(self.model, parameters_to_ndarrays(parameters))
         rows: list[dict] = []
         if self.validates_after(number):
             started = time.perf_counter()
@@ -238,9 +238,13 @@ class CheckpointedStrategy(Strategy):
             },
             is_best=is_best,
         )
-        if server_round == 0 or self.inner_fraction_evaluate() == 0.0:
+        # Federated evaluation closes the round, except the initial model's (it has none) and a
+        # resumed round's that still lacked central validation (it is evaluated next).
+        if (server_round == 0 and not self.completed_rounds) or self.inner_fraction_evaluate() == 0.0:
             self._close_round(number)
-        return 1.0 - record.central.get(DICE_MEAN_KEY, 0.0), dict(record.central)
+        if not record.central:
+            return None
+        return 1.0 - record.central[DICE_MEAN_KEY], dict(record.central)
 
     # Federated evaluation -----------------------------------------------------------
 

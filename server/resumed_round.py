@@ -22,7 +22,10 @@ class EvaluateInterruptedRound:
     """A fit workflow that first runs the federated evaluation the resumed checkpoint's round lacks.
 
     A ServerApp killed after round ``k``'s checkpoint but before its federated evaluation
-    ended resumes from round ``k`` without it. Before the resumed run's first training
+    ended resumes from round ``k`` without it; so does a run killed after a round that
+    skipped validation (``evaluate-every``) which the resumed run's settings validate (as
+    its last round, say). ``CheckpointedStrategy`` validates such a round centrally when
+    Flower evaluates the initial parameters. Before the resumed run's first training
     round, this sends round ``k``'s model (still the global model then) to the sites for
     evaluation, with Flower's own evaluate workflow at the run's round 0, which
     ``CheckpointedStrategy`` counts as round ``k``; every later call only trains.

@@ -32,7 +32,7 @@ from server.metrics_exporter import ServerMetrics
 from server.privacy_accountant import PrivacyAccountant
 from server.prompt_grid import PromptGrid
 from server.resumed_round import EvaluateInterruptedRound, evaluate_interrupted_round
-from server.run_folder import RunFolder
+from server.run_folder import RunFolder, RunFolderError
 from server.secure_aggregation import SecureAggregationWorkflow
 from server.secure_round import SecureAggregationSettings
 from server.startup_checks import check_data_folders, check_federation_size
@@ -86,6 +86,12 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
     if resume is not None:
         model = load_checkpoint(resume.checkpoint).model
         completed_rounds = resume.round
+        if completed_rounds > config.num_server_rounds:
+            raise RunFolderError(
+                f"cannot resume {folder.path}: it holds round {completed_rounds}, beyond num-server-rounds = "
+                f"{config.num_server_rounds}; set num-server-rounds to at least {completed_rounds}, or pick a new "
+                "run-name (or overwrite=true) to start afresh"
+            )
         history = RunHistory.load(folder.path, up_to_round=completed_rounds, stored_record=folder.round_record)
         history.write()
         folder.ensure_best(history.best_round())
@@ -126,11 +132,12 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
         validates_after=config.validates_after,
     )
     # A run killed after round k's checkpoint but before its federated evaluation resumes from
-    # round k without it (round 0 has none: the initial model is only validated centrally).
-    interrupted = (
-        resume is not None and completed_rounds > 0 and config.fraction_evaluate > 0
-        and config.validates_after(completed_rounds)
-        and not history.round(completed_rounds).site_evaluation
+    # round k without it (round 0 has none: the initial model is only validated centrally); so
+    # does a round that skipped validation (evaluate-every) and is the last of the resumed run.
+    # The strategy validates such a round centrally when Flower evaluates the initial parameters.
+    resumed_record = history.round(completed_rounds) if resume is not None and completed_rounds > 0 else None
+    unscored = resumed_record is not None and config.validates_after(completed_rounds) and (
+        not resumed_record.central or (config.fraction_evaluate > 0 and not resumed_record.site_evaluation)
     )
     try:
         remaining = config.num_server_rounds - completed_rounds
@@ -150,10 +157,10 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
                     accountant=PrivacyAccountant(settings.privacy, rounds=completed_rounds) if settings.privacy else None,
                     round_offset=completed_rounds,
                 )
-            DefaultWorkflow(fit_workflow=EvaluateInterruptedRound(fit_workflow, pending=interrupted))(
+            DefaultWorkflow(fit_workflow=EvaluateInterruptedRound(fit_workflow, pending=unscored))(
                 PromptGrid(grid, round_offset=completed_rounds), legacy_context
             )
-        elif interrupted:
+        elif unscored:
             evaluate_interrupted_round(PromptGrid(grid, round_offset=completed_rounds), legacy_context)
     finally:
         if endpoint is not None:

@@ -104,9 +104,11 @@ def _assert_close(actual, expected, path: str) -> None:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
-def _kill(federation: LocalFederation, fault_app: Path, output: Path, name: str, point: str, resume: bool) -> None:
+def _kill(
+    federation: LocalFederation, fault_app: Path, output: Path, name: str, point: str, resume: bool, **run_config
+) -> None:
     """Run until the ServerApp kills itself at ``point``, then stop the dead run."""
-    settings = {"run-name": name, "num-server-rounds": ROUNDS, "fault-point": point, "resume": resume}
+    settings = {"run-name": name, "num-server-rounds": ROUNDS, "fault-point": point, "resume": resume, **run_config}
     marker = output / f"{name}.killed"
     marker.unlink(missing_ok=True)
     run_id = federation.start(tiny_run_config(output, **settings), app_dir=fault_app)
@@ -141,6 +143,35 @@ def test_a_run_killed_at_every_moment_of_a_round_resumes_to_the_uninterrupted_hi
     assert load_checkpoint(folder / "best.pt").extra["round"] == load_checkpoint(expected_folder / "best.pt").extra[
         "round"]
     assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_round_that_becomes_the_last_on_resume_is_validated_centrally_and_on_the_sites(federation, fault_app, runs):
+    """Killed after round 1's checkpoint in a run that validates every 2nd round (round 1 kept no
+    scores), then resumed with ``num-server-rounds = 1``: round 1 is now the last, which is always validated."""
+    name = "shortened"
+    _kill(federation, fault_app, runs, name, "after-checkpoint@1", resume=False, **{"evaluate-every": 2})
+    killed = {r["round"]: r for r in json.loads((runs / name / "metrics.json").read_text())["rounds"]}
+    assert killed[1]["central"] == {} and killed[1]["site-evaluation"] == {}
+
+    federation.run(tiny_run_config(runs, **{"run-name": name, "num-server-rounds": 1, "evaluate-every": 2,
+                                            "resume": True}))
+    rounds = {r["round"]: r for r in json.loads((runs / name / "metrics.json").read_text())["rounds"]}
+    assert sorted(rounds) == [0, 1]
+    assert 0.0 <= rounds[1]["central"]["dice-mean"] <= 1.0
+    assert sorted(rounds[1]["site-evaluation"]) == ["site-1", "site-2", "site-3"]
+    checkpoint = load_checkpoint(runs / name / "round-0001.pt")
+    assert checkpoint.extra["central-metrics"] == pytest.approx(rounds[1]["central"])
+    best = 0 if rounds[0]["central"]["dice-mean"] >= rounds[1]["central"]["dice-mean"] else 1
+    assert load_checkpoint(runs / name / "best.pt").extra["round"] == best
+
+
+def test_resume_with_fewer_rounds_than_the_folder_holds_fails_naming_both(federation, runs, reference):
+    shortened = runs / "fewer-rounds"
+    shutil.copytree(reference[0], shortened)
+    history = (shortened / "metrics.json").read_text()
+    with pytest.raises(RunFailed, match=rf"holds round {ROUNDS}.*num-server-rounds = 2"):
+        federation.run(tiny_run_config(runs, **{"run-name": "fewer-rounds", "num-server-rounds": 2, "resume": True}))
+    assert (shortened / "metrics.json").read_text() == history
 
 
 def test_the_run_tells_how_to_follow_or_stop_it_when_the_stream_is_interrupted(federation, reference):
