@@ -222,7 +222,9 @@ class CheckpointedStrategy(Strategy):
         else:
             log.info("round %d: not validated (evaluate-every); checkpoint only", number)
         is_best = bool(record.central) and self.history.best_round() == number
-        self.history.write()  # the round's row first: a checkpoint never exists without it
+        # The checkpoint first: it holds the round's record, from which a history that lacks
+        # the row is rebuilt. (The other order could leave a resumed round, validated after
+        # the resume, with a checkpoint that lacks the scores its history row has.)
         self.folder.save_round(
             self.model,
             number,
@@ -238,6 +240,7 @@ class CheckpointedStrategy(Strategy):
             },
             is_best=is_best,
         )
+        self.history.write()
         # Federated evaluation closes the round, except the initial model's (it has none) and a
         # resumed round's that still lacked central validation (it is evaluated next).
         if (server_round == 0 and not self.completed_rounds) or self.inner_fraction_evaluate() == 0.0:
@@ -257,7 +260,9 @@ class CheckpointedStrategy(Strategy):
         number = self._number(server_round)
         self._started["evaluate"] = time.perf_counter()
         instructions = []
-        if self.validates_after(number):
+        # The sites evaluate the rounds validated centrally (after ``evaluate`` has run: by
+        # ``validates_after``, or before a resume whose settings no longer name the round).
+        if self.history.round(number).central:
             instructions = self.inner.configure_evaluate(number, parameters, client_manager)
         if not instructions and self.inner_fraction_evaluate() > 0.0:
             self._close_round(number)
@@ -282,6 +287,7 @@ class CheckpointedStrategy(Strategy):
                      "share-evaluation-metrics); central validation is this round's quality signal",
                      number, len(results) - len(shared), len(results))
         record.site_evaluation = _numeric_metrics_by_site(shared)
+        record.site_evaluation_finished = True
         record.evaluation_failures = [describe_failure(failure) for failure in failures]
         for reason in record.evaluation_failures:
             log.warning("round %d: a client failed federated evaluation: %s", number, reason)

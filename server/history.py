@@ -60,6 +60,9 @@ class RoundRecord:
     aggregated: bool = True
     timing: dict[str, float] = field(default_factory=dict)
     secure_aggregation: dict[str, Any] = field(default_factory=dict)
+    site_evaluation_finished: bool = False
+    """The round's federated evaluation ran to its end (its site metrics may still be empty:
+    every site may withhold them, or fail)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +79,7 @@ class RoundRecord:
             "aggregated": self.aggregated,
             "timing": self.timing,
             "secure-aggregation": self.secure_aggregation,
+            "site-evaluation-finished": self.site_evaluation_finished,
         }
 
     @classmethod
@@ -94,6 +98,8 @@ class RoundRecord:
             aggregated=bool(data.get("aggregated", True)),
             timing=dict(data.get("timing", {})),
             secure_aggregation=dict(data.get("secure-aggregation", {})),
+            # histories written before the key existed: a round with site metrics was evaluated
+            site_evaluation_finished=bool(data.get("site-evaluation-finished", bool(data.get("site-evaluation")))),
         )
 
     def flat(self) -> dict[str, Any]:

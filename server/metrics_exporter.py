@@ -52,9 +52,16 @@ class ServerMetrics:
         self.bytes_received_total = Counter(
             "segguided_server_received_bytes", "Model-update bytes received by this process", registry=self.registry
         )
+        self._counted_rounds: set[int] = set()
 
-    def record_round(self, record: RoundRecord) -> None:
-        """Publish one finished round (round 0, the initial model, only sets the central metrics)."""
+    def record_round(self, record: RoundRecord, received_here: bool = True) -> None:
+        """Publish one finished round (round 0, the initial model, only sets the central metrics).
+
+        A round's bytes count towards ``segguided_server_received_bytes`` once, however
+        often the round is published (a resumed round is published at start and again when
+        its pending evaluation ends), and never if this process did not receive them
+        (``received_here=False``: the round a run resumes from).
+        """
         for region, (dice, hd95) in REGION_LABELS.items():
             if dice in record.central:
                 self.central_dice.labels(region=region).set(record.central[dice])
@@ -70,4 +77,7 @@ class ServerMetrics:
         self.aggregated.set(1 if record.aggregated else 0)
         self.aggregation_seconds.set(record.timing.get("aggregation-seconds", 0.0))
         self.bytes_received.set(record.bytes_received)
-        self.bytes_received_total.inc(record.bytes_received)
+        if record.round not in self._counted_rounds:
+            self._counted_rounds.add(record.round)
+            if received_here:
+                self.bytes_received_total.inc(record.bytes_received)

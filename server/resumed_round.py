@@ -17,6 +17,26 @@ from flwr.server.workflow.default_workflows import (
 )
 from flwr.serverapp import Grid
 
+from server.history import RoundRecord
+
+
+def lacks_evaluation(record: RoundRecord, due: bool, fraction_evaluate: float) -> bool:
+    """Whether the round a run resumes from still needs its central validation or federated evaluation.
+
+    Central validation is missing if the round is ``due`` under the resumed run's settings
+    (``RunConfig.validates_after``: say it became the last round) and has no central
+    metrics. Federated evaluation follows every central validation, before the crash or
+    now, and is missing until it ran to its end (``site_evaluation_finished``; its site
+    metrics are empty when every site withholds them, which is not missing).
+
+    Args:
+        record: the resumed round's record (a round after round 0).
+        due: whether the resumed run's settings validate this round.
+        fraction_evaluate: the run's ``fraction-evaluate`` (0: no federated evaluation).
+    """
+    validated = bool(record.central) or due
+    return (due and not record.central) or (validated and fraction_evaluate > 0 and not record.site_evaluation_finished)
+
 
 class EvaluateInterruptedRound:
     """A fit workflow that first runs the federated evaluation the resumed checkpoint's round lacks.

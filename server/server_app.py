@@ -31,7 +31,7 @@ from server.history import RunHistory
 from server.metrics_exporter import ServerMetrics
 from server.privacy_accountant import PrivacyAccountant
 from server.prompt_grid import PromptGrid
-from server.resumed_round import EvaluateInterruptedRound, evaluate_interrupted_round
+from server.resumed_round import EvaluateInterruptedRound, evaluate_interrupted_round, lacks_evaluation
 from server.run_folder import RunFolder, RunFolderError
 from server.secure_aggregation import SecureAggregationWorkflow
 from server.secure_round import SecureAggregationSettings
@@ -116,7 +116,7 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
         metrics = ServerMetrics(context.run_id, folder.path.name)
         endpoint = serve_metrics(metrics.registry, config.metrics_host, config.metrics_port, "run config metrics-port")
         if completed_rounds in history.records:
-            metrics.record_round(history.records[completed_rounds])
+            metrics.record_round(history.records[completed_rounds], received_here=False)
         listeners = (metrics.record_round,)
     strategy = CheckpointedStrategy(
         inner,
@@ -135,9 +135,8 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
     # round k without it (round 0 has none: the initial model is only validated centrally); so
     # does a round that skipped validation (evaluate-every) and is the last of the resumed run.
     # The strategy validates such a round centrally when Flower evaluates the initial parameters.
-    resumed_record = history.round(completed_rounds) if resume is not None and completed_rounds > 0 else None
-    unscored = resumed_record is not None and config.validates_after(completed_rounds) and (
-        not resumed_record.central or (config.fraction_evaluate > 0 and not resumed_record.site_evaluation)
+    unscored = resume is not None and completed_rounds > 0 and lacks_evaluation(
+        history.round(completed_rounds), config.validates_after(completed_rounds), config.fraction_evaluate
     )
     try:
         remaining = config.num_server_rounds - completed_rounds

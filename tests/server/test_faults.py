@@ -147,14 +147,17 @@ def test_a_run_killed_at_every_moment_of_a_round_resumes_to_the_uninterrupted_hi
 
 def test_a_round_that_becomes_the_last_on_resume_is_validated_centrally_and_on_the_sites(federation, fault_app, runs):
     """Killed after round 1's checkpoint in a run that validates every 2nd round (round 1 kept no
-    scores), then resumed with ``num-server-rounds = 1``: round 1 is now the last, which is always validated."""
+    scores), then resumed with ``num-server-rounds = 1``: round 1 is now the last, which is always
+    validated. The first resume is killed while it rewrites round 1's checkpoint with the scores;
+    the second finishes, and the checkpoint and the history agree."""
     name = "shortened"
     _kill(federation, fault_app, runs, name, "after-checkpoint@1", resume=False, **{"evaluate-every": 2})
-    killed = {r["round"]: r for r in json.loads((runs / name / "metrics.json").read_text())["rounds"]}
-    assert killed[1]["central"] == {} and killed[1]["site-evaluation"] == {}
+    killed = load_checkpoint(runs / name / "round-0001.pt").extra["round-record"]  # the history has no row yet
+    assert killed["central"] == {} and killed["site-evaluation"] == {}
+    shortened = {"num-server-rounds": 1, "evaluate-every": 2}
+    _kill(federation, fault_app, runs, name, "checkpoint-write@1", resume=True, **shortened)
 
-    federation.run(tiny_run_config(runs, **{"run-name": name, "num-server-rounds": 1, "evaluate-every": 2,
-                                            "resume": True}))
+    federation.run(tiny_run_config(runs, **{"run-name": name, **shortened, "resume": True}))
     rounds = {r["round"]: r for r in json.loads((runs / name / "metrics.json").read_text())["rounds"]}
     assert sorted(rounds) == [0, 1]
     assert 0.0 <= rounds[1]["central"]["dice-mean"] <= 1.0
@@ -163,6 +166,21 @@ def test_a_round_that_becomes_the_last_on_resume_is_validated_centrally_and_on_t
     assert checkpoint.extra["central-metrics"] == pytest.approx(rounds[1]["central"])
     best = 0 if rounds[0]["central"]["dice-mean"] >= rounds[1]["central"]["dice-mean"] else 1
     assert load_checkpoint(runs / name / "best.pt").extra["round"] == best
+
+
+def test_a_validated_round_gets_its_site_evaluation_on_resume_even_when_no_longer_due(federation, fault_app, runs):
+    """The last round of a one-round run (validated) killed before its federated evaluation, then
+    resumed as a two-round run that validates every 2nd round: round 1 is no longer due, but
+    its central validation happened, so its sites evaluate it before round 2 trains."""
+    name = "extended"
+    every_2 = {"evaluate-every": 2}
+    _kill(federation, fault_app, runs, name, "after-checkpoint@1", resume=False, **{"num-server-rounds": 1, **every_2})
+    federation.run(tiny_run_config(runs, **{"run-name": name, "num-server-rounds": 2, **every_2, "resume": True}))
+    rounds = {r["round"]: r for r in json.loads((runs / name / "metrics.json").read_text())["rounds"]}
+    assert sorted(rounds) == [0, 1, 2]
+    for number in (1, 2):
+        assert rounds[number]["central"] and rounds[number]["site-evaluation-finished"]
+        assert sorted(rounds[number]["site-evaluation"]) == ["site-1", "site-2", "site-3"]
 
 
 def test_resume_with_fewer_rounds_than_the_folder_holds_fails_naming_both(federation, runs, reference):

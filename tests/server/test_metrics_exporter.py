@@ -68,6 +68,18 @@ def test_finished_rounds_are_published_with_their_values(served):
     assert values[("segguided_server_central_hd95_mm", (("region", "et"),))] == 12.5
 
 
+def test_a_resumed_round_publishes_its_values_but_counts_no_bytes_and_each_round_counts_once(served):
+    metrics, endpoint = served
+    metrics.record_round(_round(3, 0.3), received_here=False)  # the round the run resumes from
+    assert scrape(endpoint.url)[("segguided_server_rounds_completed", ())] == 3
+    metrics.record_round(_round(3, 0.4))  # its pending evaluation ended
+    metrics.record_round(_round(4, 0.5))
+    metrics.record_round(_round(4, 0.5))
+    values = scrape(endpoint.url)
+    assert values[("segguided_server_received_bytes_total", ())] == 4096
+    assert values[("segguided_server_rounds_completed", ())] == 4
+
+
 def test_two_exporters_in_one_process_do_not_share_values():
     first, second = ServerMetrics(1, "a"), ServerMetrics(2, "b")
     first.record_round(_round(1, 0.3))
