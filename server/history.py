@@ -140,10 +140,22 @@ class RunHistory:
 
         A round in neither place (``metrics.json`` deleted by hand) stays missing, with a
         warning: the model resumes correctly, only that row of the history is lost.
+
+        The round resumed from may have been validated centrally after a resume, its
+        checkpoint rewritten with the scores, and the process killed before the history
+        write: its row then takes the checkpoint's central metrics (and their timing).
         """
         path = folder / "metrics.json"
         rows = json.loads(path.read_text())["rounds"] if path.exists() else []
         history = cls(folder, [RoundRecord.from_json(row) for row in rows if int(row["round"]) <= up_to_round])
+        resumed = history.records.get(up_to_round)
+        if resumed is not None and not resumed.central:
+            stored = RoundRecord.from_json(stored_record(up_to_round) or {"round": up_to_round})
+            if stored.central:
+                log.warning("metrics.json lacked round %d's central validation: restored it from that round's "
+                            "checkpoint", up_to_round)
+                resumed.central = stored.central
+                resumed.timing.update({k: v for k, v in stored.timing.items() if k.startswith("central-validation")})
         for number in range(up_to_round + 1):
             if number in history.records:
                 continue

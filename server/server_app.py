@@ -142,7 +142,7 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
         remaining = config.num_server_rounds - completed_rounds
         legacy_context = LegacyContext(
             context,
-            config=ServerConfig(num_rounds=max(remaining, 0)),
+            config=ServerConfig(num_rounds=remaining),
             strategy=strategy,
             client_manager=PatientClientManager(config.client_wait_timeout),
         )

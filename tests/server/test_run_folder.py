@@ -123,6 +123,24 @@ def test_a_round_missing_from_the_history_is_rebuilt_from_its_checkpoint(tmp_pat
         assert restored.records[2].to_json() == lost.to_json()
 
 
+def test_a_resumed_round_validated_after_the_resume_keeps_its_scores_when_the_history_write_was_cut_off(tmp_path):
+    """Round 2 skipped validation (evaluate-every); a resume validated it and rewrote its checkpoint,
+    then died before the history write: the row gets the checkpoint's scores, the rest of it stays."""
+    with RunFolder.open(_config(tmp_path), run_id=1) as folder:
+        history = RunHistory(folder.path)
+        history.round(0).central = {"dice-mean": 0.1}
+        history.round(2).clients_succeeded = 3
+        history.round(2).timing = {"round-seconds": 9.0}
+        history.write()
+        validated = RoundRecord(round=2, central={"dice-mean": 0.5}, timing={"central-validation-seconds": 4.0})
+        folder.save_round(_model(), 2, extra={"round": 2, ROUND_RECORD_KEY: validated.to_json()}, is_best=True)
+
+        restored = RunHistory.load(folder.path, up_to_round=2, stored_record=folder.round_record).records[2]
+        assert restored.central == {"dice-mean": 0.5}
+        assert restored.clients_succeeded == 3
+        assert restored.timing == {"round-seconds": 9.0, "central-validation-seconds": 4.0}
+
+
 def test_rounds_after_the_resume_point_are_dropped_from_the_history(tmp_path):
     history = RunHistory(tmp_path)
     for number in range(4):
