@@ -291,7 +291,10 @@ class CheckpointedStrategy(Strategy):
         record.evaluation_failures = [describe_failure(failure) for failure in failures]
         for reason in record.evaluation_failures:
             log.warning("round %d: a client failed federated evaluation: %s", number, reason)
-        aggregated = self.inner.aggregate_evaluate(number, shared, failures) if shared else (None, {})
+        # Replies weighing no case (a site without validation cases, or a hospital that says so)
+        # are recorded but not averaged: Flower's case-weighted loss would divide by zero.
+        weighted = [(proxy, res) for proxy, res in shared if res.num_examples > 0]
+        aggregated = self.inner.aggregate_evaluate(number, weighted, failures) if weighted else (None, {})
         self._close_round(number)
         return aggregated
 

@@ -47,3 +47,17 @@ def test_a_round_where_every_site_withheld_records_nothing_per_site(tmp_path):
     assert strategy.aggregate_evaluate(1, results, []) == (None, {})
     assert strategy.history.round(1).site_evaluation == {}
     assert "hospital" not in (tmp_path / "metrics.json").read_text()
+
+
+def test_a_shared_reply_of_zero_cases_does_not_crash_the_server(tmp_path):
+    """A hospital (malicious, or honest with no validation case) that shares a reply weighing 0
+    cases is recorded, but left out of the case-weighted loss, which would divide by zero."""
+    strategy = _strategy(tmp_path)
+    results = [(_Proxy(1), _result({keys.SITE_ID: "hospital-a", keys.EVALUATION_CASES: 0}, 0, 0.3))]
+    assert strategy.aggregate_evaluate(1, results, []) == (None, {})
+    assert list(strategy.history.round(1).site_evaluation) == ["hospital-a"]
+    assert strategy.history.round(1).site_evaluation_finished
+
+    results.append((_Proxy(2), _result({keys.SITE_ID: "hospital-b", keys.EVALUATION_CASES: 4, "dice-mean": 0.8}, 4, 0.2)))
+    loss, metrics = strategy.aggregate_evaluate(2, results, [])
+    assert loss == 0.2 and metrics["dice-mean"] == 0.8
