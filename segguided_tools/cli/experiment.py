@@ -27,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("grid", type=Path, help="the grid file (see experiments/tiny.toml)")
     parser.add_argument("--results", type=Path, default=None, help="results folder (default: results/<grid name>)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
-    parser.add_argument("--plan", action="store_true", help="print the experiments and exit")
+    parser.add_argument(
+        "--plan", action="store_true",
+        help="print the experiments and exit; it prepares the grid's data in the results folder first (generated "
+             "or partitioned sites), because the number of non-empty sites decides the federations and the baselines",
+    )
     parser.add_argument("--experiment-timeout", type=float, default=86400.0, help="seconds one simulation may take")
     parser.set_defaults(handler=run)
 
