@@ -9,9 +9,12 @@ Two measurements of the last decoder stage's maps (``predict_volume``) on labell
 
 ``--checkpoint`` measures a trained model; ``--train`` trains variants centrally from the
 same seed for the same steps (``--steps``, measured also at half way) and measures each:
-``VARIANT`` is ``UPSAMPLE:LAMBDA[:zero-bias]``, e.g. ``transposed:0.1 trilinear:0.1
-trilinear:0.1:zero-bias`` (``zero-bias``: the maps' bias starts at 0, maps at 0.5, as
-before issue 18, instead of ``attention.MAP_PRIOR``).
+``VARIANT`` is ``UPSAMPLE:LAMBDA[:OPTION...]``, e.g. ``transposed:0.1 trilinear:0.1
+trilinear:0.1:zero-bias trilinear:0.1:detached``. Options, diagnostic only (not model
+settings): ``zero-bias``: the maps' bias starts at 0, maps at 0.5, as before issue 18,
+instead of ``attention.MAP_PRIOR``; ``detached``: the gates multiply the features by
+detached maps, so that the maps learn from the attention loss alone, never from the
+segmentation loss through the gate (plain autograd instead of ``gate_function``).
 Writes a Markdown table to ``--out``.
 
     python benchmarks/attention_maps.py --data DIR --checkpoint runs/x/final.pt --out results.md
@@ -26,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+import segguided_model.attention as attention
 from segguided_federation.local_training import train_local_round
 from segguided_federation.run_config import RunConfig
 from segguided_model.attention_scores import mean_attention_scores
@@ -34,7 +39,8 @@ from segguided_model.checkpoint import load_checkpoint
 from segguided_model.data.discovery import discover_cases
 from segguided_model.data.pipeline import build_eval_dataset
 from segguided_model.evaluation import evaluate_volumes
-from segguided_model.inference import predict_volume
+from segguided_model.gate_function import segmentation_gate
+from segguided_model.inference import SlidingWindow, predict_volume
 from segguided_model.labels import SUBREGIONS
 from segguided_model.network import SegGuidedNet
 
@@ -51,18 +57,25 @@ def high_frequency_share(volume: np.ndarray) -> float:
     return float(power[high].sum() / total) if total > 0 else 0.0
 
 
-def measure(model: torch.nn.Module, volumes, roi: tuple[int, int, int]) -> dict[str, float]:
+def detached_gate(features, map_weight, map_bias, gate_weight):
+    """``gate_function.segmentation_gate`` with the maps detached where they gate the features."""
+    map_logits = F.conv3d(features, map_weight, map_bias)
+    maps = torch.sigmoid(map_logits)
+    return features * (1 + F.conv3d(maps.detach(), gate_weight)), maps, map_logits
+
+
+def measure(model: torch.nn.Module, volumes, window: SlidingWindow) -> dict[str, float]:
     """Mean checkerboard share per map, mean attention scores and mean region Dice over ``volumes``."""
     shares = {name: [] for name in SUBREGIONS}
     for volume in volumes:
-        maps = predict_volume(model, volume["image"], roi).attention_maps.numpy()
+        maps = predict_volume(model, volume["image"], window).attention_maps.numpy()
         whole = np.asarray(volume["subregions"]).any(axis=0)
         corners = np.argwhere(whole)
         low, high = np.maximum(corners.min(0) - 8, 0), corners.max(0) + 9
         box = tuple(slice(a, b) for a, b in zip(low, high))
         for index, name in enumerate(SUBREGIONS):
             shares[name].append(high_frequency_share(maps[index][box]))
-    rows, means = evaluate_volumes(model, volumes, roi, torch.device("cpu"))
+    rows, means = evaluate_volumes(model, volumes, window, torch.device("cpu"))
     return {
         **{f"checkerboard-{name.lower()}": float(np.mean(values)) for name, values in shares.items()},
         **mean_attention_scores(rows),
@@ -91,15 +104,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     volumes = list(build_eval_dataset(discover_cases(args.data / "validation").cases))
-    config = RunConfig()
-    roi = config.patch_size
+    window = RunConfig().validation_window(mixed_precision=False)
     rows = []
     for path in args.checkpoint:
-        rows.append((f"{path.parent.name}/{path.name}", measure(load_checkpoint(path).model, volumes, roi)))
+        rows.append((f"{path.parent.name}/{path.name}", measure(load_checkpoint(path).model, volumes, window)))
         print(table(rows), flush=True)
     training = [case for site in sorted(args.data.glob("site-*")) for case in discover_cases(site).cases]
     for variant in args.train:
         upsample, weight, *options = variant.split(":")
+        unknown = set(options) - {"zero-bias", "detached"}
+        if unknown:
+            parser.error(f"unknown variant option(s) {sorted(unknown)} in {variant!r}")
+        attention.segmentation_gate = detached_gate if "detached" in options else segmentation_gate
         variant_config = RunConfig(model_upsample=upsample, attention_weight=float(weight), seed=args.seed)
         torch.manual_seed(args.seed)
         model = SegGuidedNet.from_config(variant_config.model)
@@ -110,7 +126,9 @@ def main() -> None:
         for part, steps in enumerate((args.steps // 2, args.steps - args.steps // 2)):
             train_local_round(model, training, variant_config, args.seed + part, torch.device("cpu"), False, steps=steps)
             done = args.steps // 2 if part == 0 else args.steps
-            rows.append((f"{upsample}, λ={weight}{', zero bias' if options else ''}, {done} steps", measure(model, volumes, roi)))
+            label = "".join(f", {option.replace('-', ' ')}" for option in options)
+            rows.append((f"{upsample}, λ={weight}{label}, seed {args.seed}, {done} steps",
+                         measure(model, volumes, window)))
             print(table(rows), f"\n({time.perf_counter() - started:.0f} s)", flush=True)
     args.out.write_text(table(rows) + "\n")
 
