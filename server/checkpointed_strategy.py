@@ -43,7 +43,9 @@ from segguided_model.metrics import DICE_MEAN_KEY
 from segguided_model.state_arrays import load_arrays
 from server.failure_reasons import describe_failure
 from server.history import RoundRecord, RunHistory
+from server.plain_replies import check_evaluate_reply, check_fit_reply
 from server.run_folder import ROUND_RECORD_KEY, RunFolder
+from server.secure_replies import ReplyRejected
 from server.secure_round import SecureRoundReport
 from server.strategies import export_optimizer_state
 
@@ -55,15 +57,41 @@ Validator = Callable[[nn.Module], tuple[list[dict], dict[str, float]]]
 RoundListener = Callable[[RoundRecord], None]
 """Called with each finished round's record (metrics exporters, progress bars)."""
 
+def _site_names(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> list[str]:
+    """The site id each reply claims (its node id when it claims none), ``"<site> (node <id>)"`` for a
+    site id claimed by more than one reply of the round: a hospital that claims another's id
+    gets a row of its own instead of overwriting that hospital's."""
+    claimed = [str(res.metrics.get(keys.SITE_ID, proxy.node_id)) for proxy, res in results]
+    repeated = {name for name in claimed if claimed.count(name) > 1}
+    if repeated:
+        log.warning("site id(s) %s claimed by more than one node this round; recorded per node", sorted(repeated))
+    return [
+        f"{name} (node {proxy.node_id})" if name in repeated else name
+        for name, (proxy, _) in zip(claimed, results)
+    ]
+
+
 def _numeric_metrics_by_site(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> dict[str, dict[str, float]]:
     """``{site id: {metric: value}}`` of the numeric metrics each client reported, in site order."""
     by_site = {
-        str(res.metrics.get(keys.SITE_ID, proxy.node_id)): {
-            key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))
-        }
-        for proxy, res in results
+        name: {key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))}
+        for name, (_, res) in zip(_site_names(results), results)
     }
     return dict(sorted(by_site.items()))
+
+
+def _checked(results: list, check) -> tuple[list, list[ReplyRejected]]:
+    """``results`` split into the replies ``check`` accepts and, for the others, a ``ReplyRejected``
+    naming the node and the rule its reply breaks (a failure of that node alone)."""
+    accepted, rejected = [], []
+    for proxy, res in results:
+        try:
+            check(res)
+        except ReplyRejected as reason:
+            rejected.append(ReplyRejected(f"node {proxy.node_id}: reply rejected: {reason}"))
+        else:
+            accepted.append((proxy, res))
+    return accepted, rejected
 
 
 class CheckpointedStrategy(Strategy):
@@ -153,6 +181,9 @@ class CheckpointedStrategy(Strategy):
         number = self._number(server_round)
         fit_phase = time.perf_counter() - self._started.get("round", time.perf_counter())
         record = self.history.round(number)
+        shapes = [tuple(tensor.shape) for tensor in self.model.state_dict().values()]
+        results, rejected = _checked(results, lambda res: check_fit_reply(res, shapes))
+        failures = [*failures, *rejected]
         ordered = sorted(results, key=lambda item: str(item[1].metrics.get(keys.SITE_ID, item[0].node_id)))
         record.clients_succeeded = len(ordered)
         record.clients_failed = len(failures)
@@ -281,6 +312,8 @@ class CheckpointedStrategy(Strategy):
         )
         # A hospital shares its evaluation only if its site config says so (never under DP);
         # the others answer "withheld" with weight 0 and are left out of the record and the mean.
+        results, rejected = _checked(results, check_evaluate_reply)
+        failures = [*failures, *rejected]
         shared = [(proxy, res) for proxy, res in results if not res.metrics.get(keys.EVALUATION_WITHHELD)]
         if len(shared) < len(results):
             log.info("round %d: %d of %d site(s) kept their federated-evaluation metrics (site config "

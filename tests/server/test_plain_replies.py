@@ -1,0 +1,156 @@
+"""A malicious hospital's plain (not secure-aggregated) replies fail only that hospital.
+
+Each test hands ``CheckpointedStrategy`` one honest and one malformed reply, with Flower's
+own FedAvg behind it, and checks that the round aggregates the honest update exactly, that
+the failure names the malicious node and the rule (never a value it sent), and that the
+history stays strict JSON.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from flwr.common import Code, EvaluateRes, FitRes, Parameters, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server.strategy import FedAvg
+from torch import nn
+
+from segguided_federation import metric_keys as keys
+from segguided_model.state_arrays import model_to_arrays
+from server.checkpointed_strategy import CheckpointedStrategy
+from server.history import RunHistory
+from server.strategies import weighted_mean_metrics
+
+
+class _Proxy:
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+
+
+def _strategy(tmp_path) -> CheckpointedStrategy:
+    inner = FedAvg(fit_metrics_aggregation_fn=weighted_mean_metrics, evaluate_metrics_aggregation_fn=weighted_mean_metrics)
+    return CheckpointedStrategy(
+        inner, model=nn.Linear(3, 2), validator=None, folder=None, history=RunHistory(tmp_path), completed_rounds=0,
+        num_rounds=1, min_fit_clients=1, fit_config={},
+    )
+
+
+def _honest_update(strategy) -> list[np.ndarray]:
+    return [np.full_like(array, 0.5) for array in model_to_arrays(strategy.model)]
+
+
+def _fit(arrays, cases: int = 4, metrics: dict | None = None, site: str = "hospital-a") -> FitRes:
+    return FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), cases, {keys.SITE_ID: site, **(metrics or {})})
+
+
+def _nan_weight(arrays):
+    arrays = [array.copy() for array in arrays]
+    arrays[1][0] = np.nan
+    return _fit(arrays, site="hospital-b")
+
+
+def _wrong_shape(arrays):
+    return _fit([arrays[0][:1], arrays[1]], site="hospital-b")
+
+
+def _one_array_missing(arrays):
+    return _fit(arrays[:1], site="hospital-b")
+
+
+def _integer_weights(arrays):
+    return _fit([array.astype(np.int64) for array in arrays], site="hospital-b")
+
+
+def _negative_cases(arrays):
+    return _fit([array * -100 for array in arrays], cases=-1000, site="hospital-b")
+
+
+def _garbage_bytes(arrays):
+    return FitRes(Status(Code.OK, ""), Parameters(tensors=[b"\x93NUMPY garbage"] * 2, tensor_type="numpy.ndarray"), 4,
+                  {keys.SITE_ID: "hospital-b"})
+
+
+def _infinite_metric(arrays):
+    return _fit(arrays, metrics={"train-loss": float("inf")}, site="hospital-b")
+
+
+MALFORMED_FIT = {
+    "NaN weight": (_nan_weight, "weight array 1 holds a NaN or an infinity"),
+    "wrong shape": (_wrong_shape, "weight array 0: expected shape (2, 3), got (1, 3)"),
+    "array missing": (_one_array_missing, "expected 2 weight arrays, got 1"),
+    "integer weights": (_integer_weights, "expected floating-point numbers"),
+    "negative case count": (_negative_cases, "weighs no case"),
+    "garbage bytes": (_garbage_bytes, "do not decode"),
+    "infinite metric": (_infinite_metric, "metric 'train-loss' is not a finite number"),
+}
+
+
+@pytest.mark.parametrize("kind", MALFORMED_FIT)
+def test_a_malformed_training_reply_fails_only_its_sender(tmp_path, kind):
+    strategy = _strategy(tmp_path)
+    honest = _honest_update(strategy)
+    malformed, rule = MALFORMED_FIT[kind]
+    results = [(_Proxy(1), _fit(honest, metrics={"train-loss": 0.3})), (_Proxy(2), malformed(honest))]
+
+    aggregated, _ = strategy.aggregate_fit(1, results, [])
+
+    for got, want in zip(parameters_to_ndarrays(aggregated), honest):
+        np.testing.assert_array_equal(got, want)
+    record = strategy.history.round(1)
+    assert (record.clients_succeeded, record.clients_failed) == (1, 1)
+    assert len(record.failures) == 1 and record.failures[0].startswith("node 2: reply rejected: ")
+    assert rule in record.failures[0]
+    assert list(record.site_training) == ["hospital-a"]
+
+
+def test_a_round_of_only_malformed_replies_keeps_the_global_model(tmp_path):
+    strategy = _strategy(tmp_path)
+    honest = _honest_update(strategy)
+    results = [(_Proxy(2), _nan_weight(honest)), (_Proxy(3), _wrong_shape(honest))]
+    assert strategy.aggregate_fit(1, results, []) == (None, {})
+    record = strategy.history.round(1)
+    assert not record.aggregated and record.clients_failed == 2
+
+
+def _evaluation(loss: float, cases: int, metrics: dict, site: str) -> EvaluateRes:
+    return EvaluateRes(Status(Code.OK, ""), loss, cases, {keys.SITE_ID: site, keys.EVALUATION_CASES: cases, **metrics})
+
+
+@pytest.mark.parametrize(
+    "malformed, rule",
+    [
+        (_evaluation(float("nan"), 4, {"dice-mean": 0.1}, "hospital-b"), "the loss is not a finite number"),
+        (_evaluation(0.2, 4, {"dice-mean": float("inf")}, "hospital-b"), "metric 'dice-mean' is not a finite number"),
+        (_evaluation(0.2, -4, {"dice-mean": 0.1}, "hospital-b"), "must be a non-negative integer"),
+    ],
+    ids=["NaN loss", "infinite metric", "negative case count"],
+)
+def test_a_malformed_evaluation_reply_fails_only_its_sender_and_the_history_stays_strict_json(tmp_path, malformed, rule):
+    strategy = _strategy(tmp_path)
+    honest = _evaluation(0.2, 4, {"dice-mean": 0.8}, "hospital-a")
+
+    loss, metrics = strategy.aggregate_evaluate(1, [(_Proxy(1), honest), (_Proxy(2), malformed)], [])
+
+    assert loss == 0.2 and metrics["dice-mean"] == 0.8
+    record = strategy.history.round(1)
+    assert list(record.site_evaluation) == ["hospital-a"]
+    assert len(record.evaluation_failures) == 1 and record.evaluation_failures[0].startswith("node 2: reply rejected: ")
+    assert rule in record.evaluation_failures[0]
+    strategy.history.write()
+    json.loads((tmp_path / "metrics.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in metrics.json"))
+
+
+def test_a_hospital_claiming_another_sites_id_gets_its_own_row(tmp_path):
+    """Site ids are claims; the node id is what SuperNode authentication vouches for."""
+    strategy = _strategy(tmp_path)
+    results = [
+        (_Proxy(1), _evaluation(0.2, 4, {"dice-mean": 0.8}, "hospital-a")),
+        (_Proxy(2), _evaluation(0.9, 4, {"dice-mean": 0.1}, "hospital-a")),
+        (_Proxy(3), _evaluation(0.3, 4, {"dice-mean": 0.7}, "hospital-c")),
+    ]
+    strategy.aggregate_evaluate(1, results, [])
+    rows = strategy.history.round(1).site_evaluation
+    assert rows["hospital-a (node 1)"]["dice-mean"] == 0.8
+    assert rows["hospital-a (node 2)"]["dice-mean"] == 0.1
+    assert rows["hospital-c"]["dice-mean"] == 0.7
