@@ -10,8 +10,9 @@ Two measurements of the last decoder stage's maps (``predict_volume``) on labell
 ``--checkpoint`` measures a trained model; ``--train`` trains variants centrally from the
 same seed for the same steps (``--steps``, measured also at half way) and measures each:
 ``VARIANT`` is ``UPSAMPLE:LAMBDA[:OPTION...]``, e.g. ``transposed:0.1 trilinear:0.1
-trilinear:0.1:zero-bias trilinear:0.1:detached``. Options, diagnostic only (not model
-settings): ``zero-bias``: the maps' bias starts at 0, maps at 0.5, as before issue 18,
+trilinear:0.1:zero-bias trilinear:0.1:detached trilinear:0.1:hidden8``. ``hiddenN``: the
+gates read their maps through a hidden layer of N channels (``model-gate-hidden-channels``).
+Other options, diagnostic only (not model settings): ``zero-bias``: the maps' bias starts at 0, maps at 0.5, as before issue 18,
 instead of ``attention.MAP_PRIOR``; ``detached``: the gates multiply the features by
 detached maps, so that the maps learn from the attention loss alone, never from the
 segmentation loss through the gate (plain autograd instead of ``gate_function``).
@@ -57,9 +58,9 @@ def high_frequency_share(volume: np.ndarray) -> float:
     return float(power[high].sum() / total) if total > 0 else 0.0
 
 
-def detached_gate(features, map_weight, map_bias, gate_weight):
+def detached_gate(features, map_weight, map_bias, gate_weight, readout=None):
     """``gate_function.segmentation_gate`` with the maps detached where they gate the features."""
-    map_logits = F.conv3d(features, map_weight, map_bias)
+    map_logits = F.conv3d(features if readout is None else readout, map_weight, map_bias)
     maps = torch.sigmoid(map_logits)
     return features * (1 + F.conv3d(maps.detach(), gate_weight)), maps, map_logits
 
@@ -112,11 +113,13 @@ def main() -> None:
     training = [case for site in sorted(args.data.glob("site-*")) for case in discover_cases(site).cases]
     for variant in args.train:
         upsample, weight, *options = variant.split(":")
-        unknown = set(options) - {"zero-bias", "detached"}
+        hidden = [int(option[len("hidden"):]) for option in options if option.startswith("hidden")]
+        unknown = {option for option in options if not option.startswith("hidden")} - {"zero-bias", "detached"}
         if unknown:
             parser.error(f"unknown variant option(s) {sorted(unknown)} in {variant!r}")
         attention.segmentation_gate = detached_gate if "detached" in options else segmentation_gate
-        variant_config = RunConfig(model_upsample=upsample, attention_weight=float(weight), seed=args.seed)
+        variant_config = RunConfig(model_upsample=upsample, attention_weight=float(weight), seed=args.seed,
+                                   model_gate_hidden_channels=hidden[0] if hidden else 0)
         torch.manual_seed(args.seed)
         model = SegGuidedNet.from_config(variant_config.model)
         if "zero-bias" in options:

@@ -114,6 +114,9 @@ class RunConfig(KebabModel):
     model_upsample: Literal["trilinear", "transposed"] = Field(
         "trilinear", description="decoder upsampling; 'transposed' (kernel 2, stride 2) leaves a checkerboard"
     )
+    model_gate_hidden_channels: int = Field(
+        8, ge=0, description="hidden channels through which the attention gates read their maps; 0 = a linear read-out"
+    )
     deep_supervision: bool = False
 
     # Data
@@ -220,6 +223,7 @@ class RunConfig(KebabModel):
             skip_merge=self.model_skip_merge,
             upsample=self.model_upsample,
             attention_gates=True,
+            gate_hidden_channels=self.model_gate_hidden_channels,
             deep_supervision=self.deep_supervision,
         )
 

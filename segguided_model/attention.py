@@ -65,15 +65,21 @@ class SegAttentionGate(nn.Module):
         ValueError: ``channels`` is not a positive integer.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, hidden_channels: int = 0) -> None:
         super().__init__()
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        if not isinstance(hidden_channels, int) or hidden_channels < 0:
+            raise ValueError(f"hidden_channels must be a non-negative integer, got {hidden_channels!r}")
         n_maps = len(SUBREGIONS)
-        self.to_maps = nn.Conv3d(channels, n_maps, kernel_size=1)
+        self.hidden = nn.Conv3d(channels, hidden_channels, kernel_size=1) if hidden_channels else None
+        self.to_maps = nn.Conv3d(hidden_channels or channels, n_maps, kernel_size=1)
         nn.init.constant_(self.to_maps.bias, math.log(MAP_PRIOR / (1 - MAP_PRIOR)))
         self.to_gate = nn.Conv3d(n_maps, channels, kernel_size=1, bias=False)
         nn.init.zeros_(self.to_gate.weight)
 
     def forward(self, features: torch.Tensor) -> GateOutput:
-        return GateOutput(*segmentation_gate(features, self.to_maps.weight, self.to_maps.bias, self.to_gate.weight))
+        readout = None if self.hidden is None else torch.relu_(self.hidden(features))
+        return GateOutput(
+            *segmentation_gate(features, self.to_maps.weight, self.to_maps.bias, self.to_gate.weight, readout)
+        )

@@ -16,7 +16,7 @@ from segguided_model.atomic_write import write_bytes_atomically
 from segguided_model.network import ModelConfig, SegGuidedNet
 
 CHECKPOINT_FORMAT = "segguided-checkpoint"
-CHECKPOINT_VERSION = 3
+CHECKPOINT_VERSION = 4
 """Bumped when the stored layout changes; older versions stay loadable (``_upgrade``)."""
 
 _SHOWN_KEYS = 3
@@ -100,7 +100,8 @@ def _upgrade(config: dict[str, Any], state_dict: dict[str, torch.Tensor], versio
     level had one residual block, stored as ``encoder.<level>.block.*`` (now
     ``encoder.<level>.blocks.0.*``), and the decoder concatenated its skips. Versions 1
     and 2 predate ``ModelConfig.upsample``: every decoder upsampled by transposed
-    convolution.
+    convolution. Versions 1 to 3 predate ``ModelConfig.gate_hidden_channels``: every gate
+    read its maps linearly from the features.
     """
     if version == 1:
         levels = int(config.get("levels", ModelConfig.model_fields["levels"].default))
@@ -110,6 +111,8 @@ def _upgrade(config: dict[str, Any], state_dict: dict[str, torch.Tensor], versio
         }
     if version <= 2:
         config = {**config, "upsample": "transposed"}
+    if version <= 3:
+        config = {**config, "gate_hidden_channels": 0}
     return config, state_dict
 
 

@@ -71,13 +71,14 @@ def _scale(maps: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torc
 
 class _SegmentationGate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, map_weight, map_bias, gate_weight):
+    def forward(ctx, features, map_weight, map_bias, gate_weight, readout):
         dtype = features.dtype
+        source = features if readout is None else readout
         bias = map_bias.to(dtype).reshape(1, -1, *([1] * (features.ndim - 2)))
-        map_logits = _apply(_matrix(map_weight, dtype), features).add_(bias)
+        map_logits = _apply(_matrix(map_weight, dtype), source.to(dtype)).add_(bias)
         maps = torch.sigmoid(map_logits)
         gated = _scale(maps, gate_weight, dtype).mul_(features)
-        ctx.save_for_backward(features, maps, map_weight, gate_weight)
+        ctx.save_for_backward(features, maps, map_weight, gate_weight, readout)
         ctx.set_materialize_grads(False)
         return gated, maps, map_logits
 
@@ -85,7 +86,7 @@ class _SegmentationGate(torch.autograd.Function):
     def backward(ctx, grad_gated, grad_maps, grad_logits):
         # Two feature-sized temporaries, one after the other: the gating factor's gradient,
         # then the features' gradient, into which the maps' branch is added in place.
-        features, maps, map_weight, gate_weight = ctx.saved_tensors
+        features, maps, map_weight, gate_weight, readout = ctx.saved_tensors
         dtype, batch = features.dtype, features.shape[0]
         # our own copy: it is updated in place below, and autograd's gradients are not ours to change
         grad_maps = torch.zeros_like(maps) if grad_maps is None else grad_maps.to(dtype, copy=True)
@@ -102,21 +103,31 @@ class _SegmentationGate(torch.autograd.Function):
         grad_map_logits = grad_maps.mul_(maps * (1 - maps))  # through the sigmoid
         if grad_logits is not None:
             grad_map_logits += grad_logits.to(dtype)
-        grad_features.view(batch, features.shape[1], -1).baddbmm_(
-            _per_sample(_matrix(map_weight, dtype).t(), batch), grad_map_logits.reshape(batch, maps.shape[1], -1)
-        )
-        grad_map_weight = summed_outer_product(grad_map_logits, features).reshape(map_weight.shape).to(map_weight.dtype)
+        back = (_per_sample(_matrix(map_weight, dtype).t(), batch), grad_map_logits.reshape(batch, maps.shape[1], -1))
+        if readout is None:  # the maps read the features: both paths add into one gradient
+            grad_features.view(batch, features.shape[1], -1).baddbmm_(*back)
+            grad_readout, source = None, features
+        else:
+            grad_readout = torch.bmm(*back).reshape(readout.shape).to(readout.dtype)
+            source = readout.to(dtype)
+        grad_map_weight = summed_outer_product(grad_map_logits, source).reshape(map_weight.shape).to(map_weight.dtype)
         grad_map_bias = grad_map_logits.float().sum(dim=(0, *range(2, grad_map_logits.ndim))).to(map_weight.dtype)
-        return grad_features, grad_map_weight, grad_map_bias, grad_gate_weight
+        return grad_features, grad_map_weight, grad_map_bias, grad_gate_weight, grad_readout
 
 
 def segmentation_gate(
-    features: torch.Tensor, map_weight: torch.Tensor, map_bias: torch.Tensor, gate_weight: torch.Tensor
+    features: torch.Tensor,
+    map_weight: torch.Tensor,
+    map_bias: torch.Tensor,
+    gate_weight: torch.Tensor,
+    readout: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The whole gate in one autograd node: map logits, maps, gated features.
 
-    ``map_logits = conv1x1(features, map_weight, map_bias)``, ``maps = sigmoid(map_logits)``,
-    ``gated = features * (1 + conv1x1(maps, gate_weight))``. Computed in ``features``'
+    ``map_logits = conv1x1(readout, map_weight, map_bias)``, ``maps = sigmoid(map_logits)``,
+    ``gated = features * (1 + conv1x1(maps, gate_weight))``. ``readout`` is what the maps
+    are read from: the features themselves when ``None`` (a linear read-out), or a hidden
+    layer computed from them (``attention.SegAttentionGate`` with hidden channels). Computed in ``features``'
     dtype (under autocast in half precision, like a convolution); gradients come back in
     each argument's own dtype. Backward keeps only the features and the maps: the
     feature-sized gating factor is recomputed from the maps, and the two paths by which
@@ -126,7 +137,7 @@ def segmentation_gate(
 
     Shapes:
         ``features (B, C, D, H, W)``, ``map_weight (M, C, 1, 1, 1)``, ``map_bias (M,)``,
-        ``gate_weight (C, M, 1, 1, 1)`` → ``gated (B, C, D, H, W)``,
-        ``maps (B, M, D, H, W)`` in [0, 1], ``map_logits (B, M, D, H, W)``.
+        ``gate_weight (C, M, 1, 1, 1)``, ``readout (B, R, D, H, W)`` with ``map_weight (M, R, 1, 1, 1)``
+        → ``gated (B, C, D, H, W)``, ``maps (B, M, D, H, W)`` in [0, 1], ``map_logits (B, M, D, H, W)``.
     """
-    return _SegmentationGate.apply(features, map_weight, map_bias, gate_weight)
+    return _SegmentationGate.apply(features, map_weight, map_bias, gate_weight, readout)

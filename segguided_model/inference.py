@@ -137,7 +137,8 @@ def window_bytes(model: SegGuidedNet, window: Sequence[int]) -> int:
     While the decoder runs, every encoder level's output is kept for its skip connection
     (``Σ_l w_l / 8^l`` values per input voxel); the widest working set is a few
     full-resolution feature maps (a residual block's input, its two convolutions and the
-    gate's product: ``4 · w_0``); plus the input, the outputs and their sigmoids.
+    gate's product: ``4 · w_0``, and the gate's hidden layer); plus the input, the outputs
+    and their sigmoids.
 
     Args:
         model: the network.
@@ -145,7 +146,8 @@ def window_bytes(model: SegGuidedNet, window: Sequence[int]) -> int:
     """
     config = model.config
     per_voxel = sum(width / 8**level for level, width in enumerate(config.widths))
-    per_voxel += 4 * config.widths[0] + config.in_channels + 2 * (config.out_channels + len(SUBREGIONS))
+    per_voxel += 4 * config.widths[0] + config.gate_hidden_channels + config.in_channels
+    per_voxel += 2 * (config.out_channels + len(SUBREGIONS))
     return int(BYTES_PER_VALUE * per_voxel * math.prod(window))
 
 

@@ -46,6 +46,11 @@ class ModelConfig(BaseModel):
             transposed convolution, which leaves a checkerboard in the attention maps;
             checkpoints stored before this field had it).
         attention_gates: put a ``SegAttentionGate`` after every decoder stage.
+        gate_hidden_channels: the gates read their maps through a hidden layer of this
+            many channels (1×1×1 convolution and ReLU, as the additive attention gate of
+            Attention U-Net, Oktay et al. 2018); 0 reads them linearly from the features,
+            as checkpoints of format ≤ 3 do. A linear read-out cannot light a rim one voxel
+            wide without its centre (``benchmarks/results/attention_maps.md``).
         deep_supervision: also output region logits of the coarser decoder stages.
         norm: ``"instance"`` or ``"group"`` normalisation (both federate safely).
     """
@@ -61,6 +66,7 @@ class ModelConfig(BaseModel):
     skip_merge: SkipMerge = "add"
     upsample: Upsample = "trilinear"
     attention_gates: bool = True
+    gate_hidden_channels: int = Field(8, ge=0)
     deep_supervision: bool = False
     norm: Literal["instance", "group"] = "instance"
 
@@ -171,7 +177,7 @@ class SegGuidedNet(nn.Module):
             for level in decoder_levels
         )
         self.gates = nn.ModuleList(
-            SegAttentionGate(widths[level]) for level in decoder_levels if cfg.attention_gates
+            SegAttentionGate(widths[level], cfg.gate_hidden_channels) for level in decoder_levels if cfg.attention_gates
         )
         self.deep_supervision_heads = nn.ModuleList(
             nn.Conv3d(widths[level], cfg.out_channels, kernel_size=1)

@@ -34,6 +34,23 @@ def test_gate_rescales_features_once_trained():
 
 def test_gate_is_lightweight():
     assert sum(p.numel() for p in SegAttentionGate(32).parameters()) == 6 * 32 + 3
+    # with a hidden layer of 8: 32·8 + 8 (hidden), 8·3 + 3 (maps), 3·32 (mixing)
+    assert sum(p.numel() for p in SegAttentionGate(32, hidden_channels=8).parameters()) == 32 * 8 + 8 + 8 * 3 + 3 + 3 * 32
+
+
+def test_a_gate_with_a_hidden_layer_reads_its_maps_through_it():
+    gate = SegAttentionGate(4, hidden_channels=6)
+    features = torch.randn(1, 4, 3, 3, 3)
+    expected = torch.sigmoid(gate.to_maps(torch.relu(gate.hidden(features))))
+    output = gate(features)
+    torch.testing.assert_close(output.maps, expected)
+    torch.testing.assert_close(output.features, features)  # still the identity when fresh
+
+
+@pytest.mark.parametrize("hidden", [-1, 2.5])
+def test_bad_hidden_channels_raise_value_error(hidden):
+    with pytest.raises(ValueError, match="hidden_channels"):
+        SegAttentionGate(4, hidden_channels=hidden)
 
 
 @pytest.mark.parametrize("channels", [0, -1, 2.5])

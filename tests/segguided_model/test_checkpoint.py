@@ -26,9 +26,9 @@ def test_saved_model_loads_back_with_its_config_weights_and_extras(tmp_path):
 
 def test_version_1_checkpoint_from_before_encoder_blocks_still_loads(tmp_path):
     """Version 1 stored one block per encoder level as ``encoder.<level>.block.*`` and concatenated skips."""
-    model = tiny(encoder_blocks=(1, 1, 1), skip_merge="concat", upsample="transposed")
+    model = tiny(encoder_blocks=(1, 1, 1), skip_merge="concat", upsample="transposed", gate_hidden_channels=0)
     config = model.config.model_dump()
-    del config["encoder_blocks"], config["skip_merge"], config["upsample"]
+    del config["encoder_blocks"], config["skip_merge"], config["upsample"], config["gate_hidden_channels"]
     old_keys = {key.replace(".blocks.0.", ".block."): value for key, value in model.state_dict().items()}
     assert any(".block." in key for key in old_keys)
     path = tmp_path / "old.pt"
@@ -42,9 +42,9 @@ def test_version_1_checkpoint_from_before_encoder_blocks_still_loads(tmp_path):
 
 def test_version_2_checkpoint_from_before_the_upsample_choice_loads_with_transposed_convolutions(tmp_path):
     """Version 2 had no ``upsample``: its decoders upsampled by transposed convolution (``upsample.conv.weight``)."""
-    model = tiny(upsample="transposed")
+    model = tiny(upsample="transposed", gate_hidden_channels=0)
     config = model.config.model_dump()
-    del config["upsample"]
+    del config["upsample"], config["gate_hidden_channels"]
     path = tmp_path / "v2.pt"
     torch.save({"format": "segguided-checkpoint", "format_version": 2, "config": config,
                 "state_dict": model.state_dict(), "extra": {}}, path)
@@ -54,6 +54,22 @@ def test_version_2_checkpoint_from_before_the_upsample_choice_loads_with_transpo
     model.eval(), loaded.model.eval()
     torch.testing.assert_close(loaded.model(x).logits, model(x).logits)
     assert tiny().config.upsample == "trilinear"  # what new networks use
+
+
+def test_version_3_checkpoint_from_before_the_gates_hidden_layer_loads_with_linear_read_outs(tmp_path):
+    """Version 3 had no ``gate_hidden_channels``: every gate read its maps linearly (no ``gates.*.hidden``)."""
+    model = tiny(gate_hidden_channels=0)
+    config = model.config.model_dump()
+    del config["gate_hidden_channels"]
+    path = tmp_path / "v3.pt"
+    torch.save({"format": "segguided-checkpoint", "format_version": 3, "config": config,
+                "state_dict": model.state_dict(), "extra": {}}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.config.gate_hidden_channels == 0
+    x = torch.randn(1, 4, 8, 8, 8)
+    model.eval(), loaded.model.eval()
+    torch.testing.assert_close(loaded.model(x).attention_maps[-1], model(x).attention_maps[-1])
+    assert tiny().config.gate_hidden_channels == 8  # what new networks use
 
 
 def test_save_leaves_no_temporary_file_and_replaces_the_old_checkpoint(tmp_path):

@@ -19,7 +19,7 @@ class RegionsFromChannels(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(()))
-        self.config = SimpleNamespace(in_channels=4, out_channels=3, attention_gates=False, widths=(1,))
+        self.config = SimpleNamespace(in_channels=4, out_channels=3, attention_gates=False, widths=(1,), gate_hidden_channels=0)
         self.size_divisor = 1
 
     def forward(self, image: torch.Tensor) -> SimpleNamespace:
