@@ -57,6 +57,7 @@ Validator = Callable[[nn.Module], tuple[list[dict], dict[str, float]]]
 RoundListener = Callable[[RoundRecord], None]
 """Called with each finished round's record (metrics exporters, progress bars)."""
 
+
 def _site_names(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> list[str]:
     """The site id each reply claims (its node id when it claims none), ``"<site> (node <id>)"`` for a
     site id claimed by more than one reply of the round: a hospital that claims another's id
