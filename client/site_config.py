@@ -44,6 +44,7 @@ from segguided_federation.config_model import (
     kebab_case,
     read_toml_file,
 )
+from segguided_federation.metric_keys import SITE_ID_PATTERN
 
 SITE_CONFIG_KEY = "site-config"
 ALLOW_PLAIN_TRAINING = "allow-plain-training"
@@ -85,7 +86,7 @@ class SiteConfig(SecureAggregationPolicy):
             app-digest``) this hospital reviewed; its ClientApp launcher refuses any other.
     """
 
-    site_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    site_id: str | None = Field(None, pattern=f"^{SITE_ID_PATTERN.pattern}$")
     data_path: Path
     cache_dir: Path | None = None
     metrics_file: Path | None = None

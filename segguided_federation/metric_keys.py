@@ -34,6 +34,8 @@ no per-site figures for it.
 
 from __future__ import annotations
 
+import re
+
 from segguided_model.metrics import SUMMARY_KEYS
 
 # Instructions
@@ -43,6 +45,10 @@ PROXIMAL_MU = "proximal_mu"
 
 # Training results
 SITE_ID = "site-id"
+SITE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+"""What a site id may be (``fullmatch``): a site config's ``site-id`` must match it, a default taken from
+a data folder's name is made to, and the server refuses a reply claiming any other (so that no claim can
+look like the ``"<site> (node <id>)"`` rows it writes for an id claimed twice)."""
 TRAIN_CASES = "train-cases"
 REJECTED_CASES = "rejected-cases"
 LOSS = "loss"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from segguided_federation.metric_keys import SITE_ID_PATTERN
 from segguided_federation.redaction import RedactedError
 from segguided_federation.run_config import RunConfig, default_cache_dir
 from segguided_federation.synthetic_data import synthetic_federation
@@ -71,10 +73,26 @@ def site_cache_dir(data_dir: Path, configured: str | Path | None = None) -> Path
     return default_cache_dir() / "sites" / f"{data_dir.name}-{digest}"
 
 
+def folder_site_id(name: str) -> str:
+    """A data folder's name as a site id (``metric_keys.SITE_ID_PATTERN``), the default when none is configured.
+
+    Characters outside ``[A-Za-z0-9._-]`` become ``-`` (``"Hospital A"`` → ``"Hospital-A"``),
+    leading ``.``, ``_`` and ``-`` are dropped, and the id is cut to 63 characters;
+    ``"site"`` if nothing is left.
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")[:63]
+    return cleaned or "site"
+
+
 def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str, Path, Path]:
     if "data-path" in node_config:
         data_dir = Path(str(node_config["data-path"])).expanduser()
-        site_id = str(node_config.get("site-id", data_dir.name))
+        site_id = str(node_config.get("site-id", folder_site_id(data_dir.name)))
+        if not SITE_ID_PATTERN.fullmatch(site_id):
+            raise SiteError(
+                f"node config site-id={site_id!r} is not a site id: 1 to 63 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
         return site_id, data_dir, site_cache_dir(data_dir, node_config.get("cache-dir"))
     if "partition-id" not in node_config:
         raise SiteError("node config has neither data-path (deployment) nor partition-id (simulation)")
@@ -87,11 +105,11 @@ def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str
                 f"{config.synthetic_sites}; pass --run-config \"synthetic-sites={partitions}\""
             )
         folder = synthetic_federation(config).site_dirs[partition]
-        return folder.name, folder, folder.parent / "cache" / folder.name
+        return folder_site_id(folder.name), folder, folder.parent / "cache" / folder.name
     sites = simulation_site_folders(Path(config.data_dir).expanduser())
     if partition >= len(sites):
         raise SiteError(f"data-dir {config.data_dir} has {len(sites)} site folders; partition {partition} has none")
-    return sites[partition].name, sites[partition], site_cache_dir(sites[partition])
+    return folder_site_id(sites[partition].name), sites[partition], site_cache_dir(sites[partition])
 
 
 def simulation_site_folders(data_dir: Path) -> list[Path]:

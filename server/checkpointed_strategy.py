@@ -40,10 +40,10 @@ from torch import nn
 
 from segguided_federation import metric_keys as keys
 from segguided_model.metrics import DICE_MEAN_KEY
-from segguided_model.state_arrays import load_arrays
+from segguided_model.state_arrays import load_arrays, model_to_arrays
 from server.failure_reasons import describe_failure
 from server.history import RoundRecord, RunHistory
-from server.plain_replies import check_evaluate_reply, check_fit_reply
+from server.plain_replies import ReplyBounds, check_evaluate_reply, check_fit_reply
 from server.run_folder import ROUND_RECORD_KEY, RunFolder
 from server.secure_replies import ReplyRejected
 from server.secure_round import SecureRoundReport
@@ -108,6 +108,8 @@ class CheckpointedStrategy(Strategy):
         num_rounds: the run's total rounds (``num-server-rounds``), for the log.
         min_fit_clients: successful clients a round needs before it aggregates.
         fit_config: extra keys every client receives with its training instructions.
+        reply_bounds: the largest case count and weight change of one plain reply
+            (``ReplyBounds.from_run_config``).
         listeners: called with each finished round's record.
         validates_after: whether a round (numbered from the run's start) ends with central
             validation and federated evaluation (``RunConfig.validates_after``); every
@@ -126,6 +128,7 @@ class CheckpointedStrategy(Strategy):
         num_rounds: int,
         min_fit_clients: int,
         fit_config: dict[str, Scalar],
+        reply_bounds: ReplyBounds = ReplyBounds(),
         listeners: tuple[RoundListener, ...] = (),
         validates_after: Callable[[int], bool] = lambda number: True,
     ) -> None:
@@ -139,6 +142,7 @@ class CheckpointedStrategy(Strategy):
         self.num_rounds = num_rounds
         self.min_fit_clients = min_fit_clients
         self.fit_config = fit_config
+        self.reply_bounds = reply_bounds
         self.listeners = listeners
         self.validates_after = validates_after
         self._started: dict[str, float] = {}
@@ -182,8 +186,9 @@ class CheckpointedStrategy(Strategy):
         number = self._number(server_round)
         fit_phase = time.perf_counter() - self._started.get("round", time.perf_counter())
         record = self.history.round(number)
-        shapes = [tuple(tensor.shape) for tensor in self.model.state_dict().values()]
-        results, rejected = _checked(results, lambda res: check_fit_reply(res, shapes))
+        # ``self.model`` holds the global model the round's clients were sent (``evaluate`` loaded it).
+        global_arrays = model_to_arrays(self.model)
+        results, rejected = _checked(results, lambda res: check_fit_reply(res, global_arrays, self.reply_bounds))
         failures = [*failures, *rejected]
         ordered = sorted(results, key=lambda item: str(item[1].metrics.get(keys.SITE_ID, item[0].node_id)))
         record.clients_succeeded = len(ordered)
@@ -313,7 +318,7 @@ class CheckpointedStrategy(Strategy):
         )
         # A hospital shares its evaluation only if its site config says so (never under DP);
         # the others answer "withheld" with weight 0 and are left out of the record and the mean.
-        results, rejected = _checked(results, check_evaluate_reply)
+        results, rejected = _checked(results, lambda res: check_evaluate_reply(res, self.reply_bounds))
         failures = [*failures, *rejected]
         shared = [(proxy, res) for proxy, res in results if not res.metrics.get(keys.EVALUATION_WITHHELD)]
         if len(shared) < len(results):

@@ -10,13 +10,10 @@ from flwr.server.compat.app_utils import start_update_client_manager_thread
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
-from flwr.server.workflow.default_workflows import (
-    default_evaluate_workflow,
-    default_fit_workflow,
-    default_init_params_workflow,
-)
+from flwr.server.workflow.default_workflows import default_init_params_workflow
 from flwr.serverapp import Grid
 
+from server import decodable_replies
 from server.history import RoundRecord
 
 
@@ -51,12 +48,12 @@ class EvaluateInterruptedRound:
     ``CheckpointedStrategy`` counts as round ``k``; every later call only trains.
 
     Args:
-        fit_workflow: the run's fit workflow (Flower's default, or secure aggregation).
+        fit_workflow: the run's fit workflow (``decodable_replies.fit_workflow``, or secure aggregation).
         pending: whether the resumed round still needs its federated evaluation.
     """
 
     def __init__(self, fit_workflow: Workflow | None, pending: bool) -> None:
-        self.fit_workflow = fit_workflow or default_fit_workflow
+        self.fit_workflow = fit_workflow or decodable_replies.fit_workflow
         self.pending = pending
 
     def __call__(self, grid: Grid, context: LegacyContext) -> None:
@@ -66,7 +63,7 @@ class EvaluateInterruptedRound:
             current = cast(int, configs[WorkflowKey.CURRENT_ROUND])
             configs[WorkflowKey.CURRENT_ROUND] = 0
             try:
-                default_evaluate_workflow(grid, context)
+                decodable_replies.evaluate_workflow(grid, context)
             finally:
                 configs[WorkflowKey.CURRENT_ROUND] = current
         self.fit_workflow(grid, context)
@@ -87,7 +84,7 @@ def evaluate_interrupted_round(grid: Grid, context: LegacyContext) -> None:
         configs = ConfigRecord()
         configs[WorkflowKey.CURRENT_ROUND] = 0
         context.state.config_records[MAIN_CONFIGS_RECORD] = configs
-        default_evaluate_workflow(grid, context)
+        decodable_replies.evaluate_workflow(grid, context)
     finally:
         stop.set()
         thread.join()

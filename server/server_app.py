@@ -27,8 +27,10 @@ from server.central_validation import (
     central_validation_folder,
 )
 from server.checkpointed_strategy import CheckpointedStrategy
+from server.decodable_replies import evaluate_workflow
 from server.history import RunHistory
 from server.metrics_exporter import ServerMetrics
+from server.plain_replies import ReplyBounds
 from server.privacy_accountant import PrivacyAccountant
 from server.prompt_grid import PromptGrid
 from server.resumed_round import EvaluateInterruptedRound, evaluate_interrupted_round, lacks_evaluation
@@ -128,6 +130,7 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
         num_rounds=config.num_server_rounds,
         min_fit_clients=config.min_fit_clients,
         fit_config={keys.RUN_SEED: config.seed},
+        reply_bounds=ReplyBounds.from_run_config(config),
         listeners=listeners,
         validates_after=config.validates_after,
     )
@@ -156,7 +159,9 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
                     accountant=PrivacyAccountant(settings.privacy, rounds=completed_rounds) if settings.privacy else None,
                     round_offset=completed_rounds,
                 )
-            DefaultWorkflow(fit_workflow=EvaluateInterruptedRound(fit_workflow, pending=unscored))(
+            DefaultWorkflow(
+                fit_workflow=EvaluateInterruptedRound(fit_workflow, pending=unscored), evaluate_workflow=evaluate_workflow
+            )(
                 PromptGrid(grid, round_offset=completed_rounds), legacy_context
             )
         elif unscored:

@@ -1,4 +1,5 @@
-"""A client's site: hidden folders are no simulation site, the declared label convention reaches the QA gate."""
+"""A client's site: hidden folders are no simulation site, the declared label convention reaches the QA gate,
+and the site id it reports is one the server accepts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from segguided_federation.run_config import RunConfig
-from segguided_federation.site_data import SiteError, load_site, simulation_site_folders
+from segguided_federation.metric_keys import SITE_ID_PATTERN
+from segguided_federation.site_data import SiteError, folder_site_id, load_site, simulation_site_folders
 from segguided_model.data.synthetic import (
     draw_site_profiles,
     label_map,
@@ -76,3 +78,25 @@ def test_unknown_declared_convention_names_the_key(mixed_site):
     site, _ = mixed_site
     with pytest.raises(SiteError, match="label-convention='brats2025'.*brats2021"):
         load_site({"data-path": str(site), "site-id": "h", "label-convention": "brats2025"}, RunConfig())
+
+
+@pytest.mark.parametrize(
+    "name, site_id",
+    [("Hospital A (MRI)", "Hospital-A--MRI-"), ("_export.2021", "export.2021"), ("Zürich", "Z-rich"),
+     ("---", "site"), ("x" * 80, "x" * 63), ("site-a", "site-a")],
+)
+def test_a_data_folders_name_becomes_a_site_id_the_server_accepts(name, site_id):
+    assert folder_site_id(name) == site_id
+    assert SITE_ID_PATTERN.fullmatch(site_id)
+
+
+def test_a_site_folder_with_spaces_reports_under_a_valid_site_id(tmp_path):
+    _write_site(tmp_path / "Hospital A", 2)
+    assert load_site({"data-path": str(tmp_path / "Hospital A")}, RunConfig()).site_id == "Hospital-A"
+
+
+@pytest.mark.parametrize("site_id", ["hospital-a (node 1)", "", "-a", "a" * 64])
+def test_a_configured_site_id_the_server_would_refuse_fails_naming_the_key(tmp_path, site_id):
+    _write_site(tmp_path / "hospital", 2)
+    with pytest.raises(SiteError, match="node config site-id=.* is not a site id"):
+        load_site({"data-path": str(tmp_path / "hospital"), "site-id": site_id}, RunConfig())

@@ -17,9 +17,11 @@ from flwr.server.strategy import FedAvg
 from torch import nn
 
 from segguided_federation import metric_keys as keys
+from segguided_federation.run_config import RunConfig
 from segguided_model.state_arrays import model_to_arrays
 from server.checkpointed_strategy import CheckpointedStrategy
 from server.history import RunHistory
+from server.plain_replies import ReplyBounds
 from server.strategies import weighted_mean_metrics
 
 
@@ -28,16 +30,16 @@ class _Proxy:
         self.node_id = node_id
 
 
-def _strategy(tmp_path) -> CheckpointedStrategy:
+def _strategy(tmp_path, bounds: ReplyBounds = ReplyBounds()) -> CheckpointedStrategy:
     inner = FedAvg(fit_metrics_aggregation_fn=weighted_mean_metrics, evaluate_metrics_aggregation_fn=weighted_mean_metrics)
     return CheckpointedStrategy(
         inner, model=nn.Linear(3, 2), validator=None, folder=None, history=RunHistory(tmp_path), completed_rounds=0,
-        num_rounds=1, min_fit_clients=1, fit_config={},
+        num_rounds=1, min_fit_clients=1, fit_config={}, reply_bounds=bounds,
     )
 
 
 def _honest_update(strategy) -> list[np.ndarray]:
-    return [np.full_like(array, 0.5) for array in model_to_arrays(strategy.model)]
+    return [array + np.float32(0.25) for array in model_to_arrays(strategy.model)]
 
 
 def _fit(arrays, cases: int = 4, metrics: dict | None = None, site: str = "hospital-a") -> FitRes:
@@ -75,14 +77,46 @@ def _infinite_metric(arrays):
     return _fit(arrays, metrics={"train-loss": float("inf")}, site="hospital-b")
 
 
+def _text_metric(text: str):
+    return lambda arrays: _fit(arrays, metrics={"client-seconds": text}, site="hospital-b")
+
+
+def _integer_beyond_any_float(arrays):
+    return _fit(arrays, metrics={"steps": 10**400}, site="hospital-b")
+
+
+def _dtype(dtype):
+    return lambda arrays: _fit([array.astype(dtype) for array in arrays], site="hospital-b")
+
+
+def _case_count_of_a_nation(arrays):
+    return _fit(arrays, cases=2**64 - 1, site="hospital-b")
+
+
+def _model_replacement(arrays):
+    return _fit([np.full_like(array, 3e38) for array in arrays], site="hospital-b")
+
+
+def _impostor_row(arrays):
+    return _fit(arrays, site="hospital-a (node 1)")
+
+
 MALFORMED_FIT = {
     "NaN weight": (_nan_weight, "weight array 1 holds a NaN or an infinity"),
     "wrong shape": (_wrong_shape, "weight array 0: expected shape (2, 3), got (1, 3)"),
     "array missing": (_one_array_missing, "expected 2 weight arrays, got 1"),
-    "integer weights": (_integer_weights, "expected floating-point numbers"),
-    "negative case count": (_negative_cases, "weighs no case"),
+    "integer weights": (_integer_weights, "weight array 0: expected float32, got int64"),
+    "negative case count": (_negative_cases, "must be an integer from 1 to secure-aggregation-max-cases"),
     "garbage bytes": (_garbage_bytes, "do not decode"),
     "infinite metric": (_infinite_metric, "metric 'train-loss' is not a finite number"),
+    "text metric": (_text_metric("abc"), "metric 'client-seconds' is not a number"),
+    "'nan' as text": (_text_metric("nan"), "metric 'client-seconds' is not a number"),
+    "integer beyond any float": (_integer_beyond_any_float, "metric 'steps' is not a finite number"),
+    "float16 weights": (_dtype(np.float16), "weight array 0: expected float32, got float16"),
+    "float64 weights": (_dtype(np.float64), "weight array 0: expected float32, got float64"),
+    "case count beyond max-cases": (_case_count_of_a_nation, "secure-aggregation-max-cases = 1000"),
+    "weights of 3e38": (_model_replacement, "further from the global model than secure-aggregation-clipping-range"),
+    "site id shaped like a per-node row": (_impostor_row, "metric 'site-id' is not a site id"),
 }
 
 
@@ -122,9 +156,14 @@ def _evaluation(loss: float, cases: int, metrics: dict, site: str) -> EvaluateRe
     [
         (_evaluation(float("nan"), 4, {"dice-mean": 0.1}, "hospital-b"), "the loss is not a finite number"),
         (_evaluation(0.2, 4, {"dice-mean": float("inf")}, "hospital-b"), "metric 'dice-mean' is not a finite number"),
-        (_evaluation(0.2, -4, {"dice-mean": 0.1}, "hospital-b"), "must be a non-negative integer"),
+        (_evaluation(0.2, -4, {"dice-mean": 0.1}, "hospital-b"), "must be an integer from 0"),
+        (_evaluation(0.2, 5000, {"dice-mean": 0.1}, "hospital-b"), "secure-aggregation-max-cases = 1000"),
+        (_evaluation(1e300, 4, {"dice-mean": 0.1}, "hospital-b"), "the loss is not a finite number of magnitude"),
+        (_evaluation(0.2, 4, {"dice-mean": "0.9"}, "hospital-b"), "metric 'dice-mean' is not a number"),
+        (_evaluation(0.2, 4, {"dice-mean": 0.1}, "../../etc"), "metric 'site-id' is not a site id"),
     ],
-    ids=["NaN loss", "infinite metric", "negative case count"],
+    ids=["NaN loss", "infinite metric", "negative case count", "case count beyond max-cases", "loss of 1e300",
+         "metric as text", "site id with a path"],
 )
 def test_a_malformed_evaluation_reply_fails_only_its_sender_and_the_history_stays_strict_json(tmp_path, malformed, rule):
     strategy = _strategy(tmp_path)
@@ -154,3 +193,31 @@ def test_a_hospital_claiming_another_sites_id_gets_its_own_row(tmp_path):
     assert rows["hospital-a (node 1)"]["dice-mean"] == 0.8
     assert rows["hospital-a (node 2)"]["dice-mean"] == 0.1
     assert rows["hospital-c"]["dice-mean"] == 0.7
+
+
+def test_float128_weights_fail_only_their_sender(tmp_path):
+    if not hasattr(np, "float128"):
+        pytest.skip("this platform's NumPy has no float128")
+    strategy = _strategy(tmp_path)
+    honest = _honest_update(strategy)
+    results = [(_Proxy(1), _fit(honest)), (_Proxy(2), _dtype(np.float128)(honest))]
+    aggregated, _ = strategy.aggregate_fit(1, results, [])
+    assert all(got.dtype == np.float32 for got in parameters_to_ndarrays(aggregated))
+    assert "expected float32, got float128" in strategy.history.round(1).failures[0]
+
+
+def test_the_bounds_come_from_the_run_config(tmp_path):
+    """A hospital within the run's own max-cases and clipping range is accepted, beyond them rejected."""
+    config = RunConfig(secure_aggregation_max_cases=5, secure_aggregation_clipping_range=0.3)
+    strategy = _strategy(tmp_path, ReplyBounds.from_run_config(config))
+    global_arrays = model_to_arrays(strategy.model)
+    within = [array + np.float32(0.29) for array in global_arrays]
+    beyond = [array + np.float32(0.31) for array in global_arrays]
+    results = [(_Proxy(1), _fit(within, cases=5)), (_Proxy(2), _fit(within, cases=6, site="hospital-b")),
+               (_Proxy(3), _fit(beyond, site="hospital-c"))]
+    aggregated, _ = strategy.aggregate_fit(1, results, [])
+    for got, want in zip(parameters_to_ndarrays(aggregated), within):
+        np.testing.assert_array_equal(got, want)
+    failures = strategy.history.round(1).failures
+    assert failures[0].startswith("node 2:") and "secure-aggregation-max-cases = 5" in failures[0]
+    assert failures[1].startswith("node 3:") and "secure-aggregation-clipping-range = 0.3" in failures[1]
