@@ -25,7 +25,8 @@ the masked sum, and the server learns their mean over the survivors.
 
 **Evaluation results** (``evaluate``): ``site-id``, ``cases`` (validation cases, also
 the weight of the site's mean), the summary metrics of ``segguided_model.metrics``
-(``SUMMARY_KEYS``: Dice and HD95 in mm per region and their means), ``qa-seconds`` and
+(``SUMMARY_KEYS``: Dice and HD95 in mm per region and their means), for a gated
+network the attention maps' scores (``attention_scores.ATTENTION_KEYS``), ``qa-seconds`` and
 ``client-seconds``, sent only by a hospital whose site config sets
 ``share-evaluation-metrics=true`` and never under differential privacy. Every other site
 answers ``evaluation-withheld`` (1) with weight 0 and nothing else; the server then records

@@ -31,6 +31,7 @@ from flwr.common import (
     FitRes,
     Parameters,
     Scalar,
+    ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
 from flwr.server.client_manager import ClientManager
@@ -41,7 +42,7 @@ from torch import nn
 from segguided_federation import metric_keys as keys
 from segguided_model.metrics import DICE_MEAN_KEY
 from segguided_model.state_arrays import load_arrays, model_to_arrays
-from server.failure_reasons import describe_failure
+from server.failure_reasons import NodeFailure, describe_failure
 from server.history import RoundRecord, RunHistory
 from server.plain_replies import ReplyBounds, check_evaluate_reply, check_fit_reply
 from server.run_folder import ROUND_RECORD_KEY, RunFolder
@@ -58,38 +59,57 @@ RoundListener = Callable[[RoundRecord], None]
 """Called with each finished round's record (metrics exporters, progress bars)."""
 
 
-def _site_names(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> list[str]:
-    """The site id each reply claims (its node id when it claims none), ``"<site> (node <id>)"`` for a
-    site id claimed by more than one reply of the round: a hospital that claims another's id
-    gets a row of its own instead of overwriting that hospital's."""
+def _site_names(results: list[tuple[ClientProxy, FitRes | EvaluateRes]], owners: dict[str, int]) -> list[str]:
+    """The site id each reply claims (its node id when it claims none), or ``"<site> (node <id>)"``
+    where the claim is not that node's: a site id an earlier reply bound to another node
+    (``owners``, site id → node id, updated here), or one claimed by several replies of the
+    round none of which owns it. A hospital that claims another's id gets a row of its own
+    instead of writing into that hospital's, in this round and in any round the owner is absent."""
     claimed = [str(res.metrics.get(keys.SITE_ID, proxy.node_id)) for proxy, res in results]
     repeated = {name for name in claimed if claimed.count(name) > 1}
     if repeated:
         log.warning("site id(s) %s claimed by more than one node this round; recorded per node", sorted(repeated))
-    return [
-        f"{name} (node {proxy.node_id})" if name in repeated else name
-        for name, (proxy, _) in zip(claimed, results)
-    ]
+    names = []
+    for name, (proxy, _) in zip(claimed, results):
+        owner = owners.get(name)
+        if owner is None and name not in repeated:
+            owner = owners[name] = proxy.node_id
+        if owner != proxy.node_id:
+            if owner is not None and name not in repeated:
+                log.warning("node %d claims site id %r, which node %d reported under first; recorded per node",
+                            proxy.node_id, name, owner)
+            name = f"{name} (node {proxy.node_id})"
+        names.append(name)
+    return names
 
 
-def _numeric_metrics_by_site(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> dict[str, dict[str, float]]:
+def _numeric_metrics_by_site(
+    results: list[tuple[ClientProxy, FitRes | EvaluateRes]], owners: dict[str, int]
+) -> dict[str, dict[str, float]]:
     """``{site id: {metric: value}}`` of the numeric metrics each client reported, in site order."""
     by_site = {
         name: {key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))}
-        for name, (_, res) in zip(_site_names(results), results)
+        for name, (_, res) in zip(_site_names(results, owners), results)
     }
     return dict(sorted(by_site.items()))
 
 
-def _checked(results: list, check) -> tuple[list, list[ReplyRejected]]:
-    """``results`` split into the replies ``check`` accepts and, for the others, a ``ReplyRejected``
-    naming the node and the rule its reply breaks (a failure of that node alone)."""
+def _checked(results: list, check) -> tuple[list, list[NodeFailure]]:
+    """``results`` split into the replies ``check`` accepts and, for the others, a ``NodeFailure``
+    naming the node and the rule its reply breaks (a failure of that node alone). A check that
+    raises anything else fails the node too, naming only the exception's type: no reply ends
+    the round for the others."""
     accepted, rejected = [], []
     for proxy, res in results:
         try:
             check(res)
         except ReplyRejected as reason:
-            rejected.append(ReplyRejected(f"node {proxy.node_id}: reply rejected: {reason}"))
+            rejected.append(NodeFailure(proxy.node_id, f"reply rejected: {reason}", verbatim=True))
+        except Exception as error:  # noqa: BLE001 - a reply no rule foresaw still fails only its sender
+            log.exception("node %d: checking its reply raised", proxy.node_id)
+            rejected.append(NodeFailure(
+                proxy.node_id, f"reply rejected: it could not be checked ({type(error).__name__})", verbatim=True
+            ))
         else:
             accepted.append((proxy, res))
     return accepted, rejected
@@ -110,6 +130,9 @@ class CheckpointedStrategy(Strategy):
         fit_config: extra keys every client receives with its training instructions.
         reply_bounds: the largest case count and weight change of one plain reply
             (``ReplyBounds.from_run_config``).
+        secure_aggregation: whether training results come from the secure workflow (one
+            per survivor, each carrying the aggregate it decoded and checked, with DP noise
+            that may exceed the clipping range); plain training replies are checked here.
         listeners: called with each finished round's record.
         validates_after: whether a round (numbered from the run's start) ends with central
             validation and federated evaluation (``RunConfig.validates_after``); every
@@ -129,6 +152,7 @@ class CheckpointedStrategy(Strategy):
         min_fit_clients: int,
         fit_config: dict[str, Scalar],
         reply_bounds: ReplyBounds = ReplyBounds(),
+        secure_aggregation: bool = False,
         listeners: tuple[RoundListener, ...] = (),
         validates_after: Callable[[int], bool] = lambda number: True,
     ) -> None:
@@ -143,6 +167,9 @@ class CheckpointedStrategy(Strategy):
         self.min_fit_clients = min_fit_clients
         self.fit_config = fit_config
         self.reply_bounds = reply_bounds
+        self.secure_aggregation = secure_aggregation
+        self.site_owners: dict[str, int] = {}
+        """Site id → the node that first reported under it in this process (``_site_names``)."""
         self.listeners = listeners
         self.validates_after = validates_after
         self._started: dict[str, float] = {}
@@ -188,8 +215,9 @@ class CheckpointedStrategy(Strategy):
         record = self.history.round(number)
         # ``self.model`` holds the global model the round's clients were sent (``evaluate`` loaded it).
         global_arrays = model_to_arrays(self.model)
-        results, rejected = _checked(results, lambda res: check_fit_reply(res, global_arrays, self.reply_bounds))
-        failures = [*failures, *rejected]
+        if not self.secure_aggregation:
+            results, rejected = _checked(results, lambda res: check_fit_reply(res, global_arrays, self.reply_bounds))
+            failures = [*failures, *rejected]
         ordered = sorted(results, key=lambda item: str(item[1].metrics.get(keys.SITE_ID, item[0].node_id)))
         record.clients_succeeded = len(ordered)
         record.clients_failed = len(failures)
@@ -197,7 +225,7 @@ class CheckpointedStrategy(Strategy):
         record.bytes_received = sum(len(t) for _, res in ordered for t in res.parameters.tensors)
         record.failures = [describe_failure(f) for f in failures]
         # Under secure aggregation results carry no per-site metrics: nothing is recorded.
-        record.site_training = _numeric_metrics_by_site([(p, r) for p, r in ordered if r.metrics])
+        record.site_training = _numeric_metrics_by_site([(p, r) for p, r in ordered if r.metrics], self.site_owners)
         for reason in record.failures:
             log.warning("round %d: a client failed: %s", number, reason)
         client_seconds = [float(res.metrics.get(keys.CLIENT_SECONDS, 0.0)) for _, res in ordered]
@@ -217,9 +245,14 @@ class CheckpointedStrategy(Strategy):
             record.aggregated = False
             return None, {}
         started = time.perf_counter()
-        aggregated = self.inner.aggregate_fit(number, ordered, failures)
+        parameters, metrics = self.inner.aggregate_fit(number, ordered, failures)
+        if parameters is not None:  # FedAdam/FedYogi answer in float64: sent as is, it doubled every download
+            parameters = ndarrays_to_parameters([
+                array.astype(reference.dtype, copy=False)
+                for array, reference in zip(parameters_to_ndarrays(parameters), global_arrays)
+            ])
         record.timing["aggregation-seconds"] = time.perf_counter() - started
-        return aggregated
+        return parameters, metrics
 
     def record_secure_round(self, server_round: int, report: SecureRoundReport) -> None:
         """Keep what a secure round revealed: survivors, aggregate training metrics, epsilon, stage times.
@@ -325,7 +358,7 @@ class CheckpointedStrategy(Strategy):
             log.info("round %d: %d of %d site(s) kept their federated-evaluation metrics (site config "
                      "share-evaluation-metrics); central validation is this round's quality signal",
                      number, len(results) - len(shared), len(results))
-        record.site_evaluation = _numeric_metrics_by_site(shared)
+        record.site_evaluation = _numeric_metrics_by_site(shared, self.site_owners)
         record.site_evaluation_finished = True
         record.evaluation_failures = [describe_failure(failure) for failure in failures]
         for reason in record.evaluation_failures:

@@ -7,8 +7,8 @@ a record, carries a list as a metric or an unknown status code raised there and 
 ServerApp for every hospital. ``fit_workflow`` and ``evaluate_workflow`` run Flower's own
 workflows over a grid that first tries that conversion on each reply and, where it fails,
 hands the workflow an error reply from the same node instead, which the workflow counts
-as that node's failure (``failure_reasons.describe_failure`` reads it) while the others
-aggregate. What the decoded replies hold is checked next, by ``plain_replies``.
+as that node's failure (``failure_reasons.describe_failure`` reads it, with the node id the
+reply came from) while the others aggregate. What the decoded replies hold is checked next, by ``plain_replies``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from flwr.app import Message, RecordDict
-from flwr.app.error import Error
 from flwr.common.constant import ErrorCode
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext
 from flwr.server.workflow.default_workflows import default_evaluate_workflow, default_fit_workflow
 from flwr.serverapp import Grid
+
+from server.failure_reasons import NodeError
 
 Decode = Callable[[RecordDict], object]
 
@@ -32,6 +33,9 @@ def _decode_fit_result(content: RecordDict) -> object:
 
 class DecodableRepliesGrid:
     """A Grid whose ``send_and_receive`` replaces each reply ``decode`` raises on with an error reply.
+
+    Every error reply it passes on carries its source node (``failure_reasons.NodeError``),
+    so that the failure is attributed by the server, never by the text the node sent.
 
     Args:
         grid: the grid to wrap (everything but ``send_and_receive`` is delegated to it).
@@ -52,16 +56,14 @@ class DecodableRepliesGrid:
         return [self._decodable(reply) for reply in self._grid.send_and_receive(messages, timeout=timeout)]
 
     def _decodable(self, reply: Message) -> Message:
-        if not reply.has_content():
-            return reply
+        node = reply.metadata.src_node_id
+        if reply.has_error():  # tagged with its source, which Flower's workflows drop
+            return Message(metadata=reply.metadata, error=NodeError(reply.error.code, reply.error.reason, node))
         try:
             self._decode(reply.content)
         except Exception as error:  # noqa: BLE001 - whatever Flower's conversion raises on a malformed reply
-            reason = (
-                f"node {reply.metadata.src_node_id}: reply rejected: it is no Flower {self._kind} "
-                f"({type(error).__name__} while decoding it)"
-            )
-            return Message(metadata=reply.metadata, error=Error(code=ErrorCode.UNKNOWN, reason=reason))
+            reason = f"reply rejected: it is no Flower {self._kind} ({type(error).__name__} while decoding it)"
+            return Message(metadata=reply.metadata, error=NodeError(ErrorCode.UNKNOWN, reason, node, verbatim=True))
         return reply
 
 

@@ -33,11 +33,11 @@ SITE_TABLE_KEYS: tuple[str, ...] = (*DICE_KEYS, DICE_MEAN_KEY, HD95_MEAN_KEY, ke
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     """CSV text of rows whose keys may differ: the columns are every key, in first-seen order."""
-    columns: list[str] = []
+    columns: dict[str, None] = {}
     for row in rows:
-        columns.extend(key for key in row if key not in columns)
+        columns.update(dict.fromkeys(row))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer = csv.DictWriter(buffer, fieldnames=list(columns))
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -103,7 +103,11 @@ class RoundRecord:
         )
 
     def flat(self) -> dict[str, Any]:
-        """One CSV row: central metrics, counts, timing and ``site-<id>-<metric>`` columns."""
+        """One CSV row: central metrics, counts, timing and ``<site>:eval:<metric>``/``<site>:train:<metric>`` columns.
+
+        ``:`` is in no site id and no metric key, so no site's column can be another's
+        (with ``-`` a site ``a-train`` and a key ``cases`` named site ``a``'s ``train-cases``).
+        """
         row: dict[str, Any] = {"round": self.round}
         row.update({f"central-{key}": self.central.get(key) for key in SUMMARY_KEYS})
         row["clients-selected"] = self.clients_selected
@@ -116,9 +120,9 @@ class RoundRecord:
         row.update({f"secure-{key}": value for key, value in secure.get("training", {}).items()})
         row.update({f"secure-{key}": secure[key] for key in ("survivors", "epsilon") if secure.get(key) is not None})
         for site, metrics in sorted(self.site_evaluation.items()):
-            row.update({f"{site}-eval-{key}": value for key, value in metrics.items()})
+            row.update({f"{site}:eval:{key}": value for key, value in metrics.items()})
         for site, metrics in sorted(self.site_training.items()):
-            row.update({f"{site}-train-{key}": value for key, value in metrics.items()})
+            row.update({f"{site}:train:{key}": value for key, value in metrics.items()})
         return row
 
 

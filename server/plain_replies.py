@@ -17,8 +17,14 @@ the model no further without secure aggregation than with it. Secure rounds are 
 on their own (``secure_replies`` for each stage, ``secure_unmasking`` for the decoded sum),
 and replies Flower cannot decode at all by ``decodable_replies``.
 
+Every metric must be one the ClientApp sends (``metric_keys``), within its range
+(``FIT_METRIC_RANGES``, ``EVALUATE_METRIC_RANGES``: a Dice within [0, 1], seconds within
+116 days, ...): a key the server does not read would become a history column (thousands of
+them slowed every write), and one hospital's Dice of 1e15 would be the round's mean.
+
 Each function raises ``ReplyRejected`` naming the rule the reply breaks (a weight's index
-and the expected shape, a metric's key, a run-config key), never a value the hospital sent.
+and the expected shape and dtype, a metric key of the server's own, a run-config key),
+never a value, key or shape the hospital sent.
 """
 
 from __future__ import annotations
@@ -28,15 +34,52 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.common import EvaluateRes, FitRes, Scalar, parameters_to_ndarrays
+from flwr.common import EvaluateRes, FitRes, Scalar, bytes_to_ndarray
 
 from segguided_federation import metric_keys as keys
 from segguided_federation.run_config import RunConfig
+from segguided_model.attention_scores import ATTENTION_KEYS
+from segguided_model.metrics import DICE_KEYS, DICE_MEAN_KEY, HD95_KEYS, HD95_MEAN_KEY
 from server.secure_replies import ReplyRejected
 
-LARGEST_METRIC = 1e15
-"""Largest magnitude of a loss or metric (the largest honest one, device memory in bytes, is near 1.5e11):
-beyond it a case-weighted mean of a few hospitals could overflow to infinity."""
+Range = tuple[float, float]
+
+_SECONDS: Range = (0.0, 1e7)
+"""A duration a client reports, in seconds: up to 116 days."""
+_LOSS: Range = (0.0, 1e6)
+_COUNT: Range = (0.0, 1e9)
+_UNIT: Range = (0.0, 1.0)
+_MILLIMETRES: Range = (0.0, 1e4)
+"""An HD95: 373.13 mm is the BraTS volume's diagonal (``metrics.HD95_ONE_EMPTY``), 10 m any scan's."""
+
+FIT_METRIC_RANGES: dict[str, Range] = {
+    keys.REJECTED_CASES: _COUNT,
+    keys.LOSS: _LOSS,
+    keys.SEGMENTATION_LOSS: _LOSS,
+    keys.ATTENTION_LOSS: _LOSS,
+    keys.STEPS: _COUNT,
+    keys.STEPS_PER_SECOND: _COUNT,
+    keys.TRAIN_SECONDS: _SECONDS,
+    keys.DATA_SECONDS: _SECONDS,
+    keys.QA_SECONDS: _SECONDS,
+    keys.CLIENT_SECONDS: _SECONDS,
+    keys.DEVICE_MEMORY_PEAK_BYTES: (0.0, 1e15),
+}
+"""Each numeric training metric a ClientApp sends and its range (``train-cases`` is bounded by
+``secure-aggregation-max-cases``, ``site-id`` by ``SITE_ID_PATTERN``)."""
+
+EVALUATE_METRIC_RANGES: dict[str, Range] = {
+    **{key: _UNIT for key in (*DICE_KEYS, DICE_MEAN_KEY, *ATTENTION_KEYS)},
+    **{key: _MILLIMETRES for key in (*HD95_KEYS, HD95_MEAN_KEY)},
+    keys.QA_SECONDS: _SECONDS,
+    keys.CLIENT_SECONDS: _SECONDS,
+    keys.EVALUATION_WITHHELD: _UNIT,
+}
+"""Each numeric evaluation metric a ClientApp sends and its range (``cases`` is bounded by
+``secure-aggregation-max-cases``)."""
+
+EVALUATION_LOSS_RANGE: Range = _UNIT
+"""The evaluation loss is 1 − mean Dice."""
 
 
 @dataclass(frozen=True)
@@ -66,28 +109,51 @@ def _check_case_count(count: object, bounds: ReplyBounds, smallest: int) -> None
         )
 
 
-def _check_number(value: object, what: str) -> None:
+def _check_number(value: object, what: str, bounds: Range) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ReplyRejected(f"{what} is not a number")
+    low, high = bounds
+    slack = 1e-6 * max(1.0, abs(low), abs(high))  # a mean of Dice scores may round past 1
     try:
-        finite = math.isfinite(value) and abs(value) <= LARGEST_METRIC
+        within = math.isfinite(value) and low - slack <= value <= high + slack
     except OverflowError:  # an integer beyond any float
-        finite = False
-    if not finite:
-        raise ReplyRejected(f"{what} is not a finite number of magnitude at most {LARGEST_METRIC:g}")
+        within = False
+    if not within:
+        raise ReplyRejected(f"{what} is not a finite number within [{low:g}, {high:g}]")
 
 
-def _check_metrics(metrics: Mapping[str, Scalar]) -> None:
-    """Every metric the server reads is a number, but the site id, which is a site id."""
+def _check_metrics(metrics: Mapping[str, Scalar], ranges: Mapping[str, Range], counts: str, bounds: ReplyBounds) -> None:
+    """Every metric is one the server reads, within its range; the site id is a site id."""
     for key, value in metrics.items():
         if key == keys.SITE_ID:
             if not isinstance(value, str) or not keys.SITE_ID_PATTERN.fullmatch(value):
                 raise ReplyRejected(
-                    f"metric {key!r} is not a site id (1 to 63 letters, digits, '.', '_' or '-', "
+                    f"metric {keys.SITE_ID!r} is not a site id (1 to 63 letters, digits, '.', '_' or '-', "
                     "starting with a letter or digit)"
                 )
+        elif key == counts:
+            _check_number(value, f"metric {counts!r}", (0, bounds.max_cases))
+        elif key in ranges:
+            _check_number(value, f"metric {key!r}", ranges[key])
         else:
-            _check_number(value, f"metric {key!r}")
+            raise ReplyRejected("a metric key this server does not read (metric_keys names those it does)")
+
+
+def _decoded(tensors: Sequence[bytes], expected: int) -> list[np.ndarray]:
+    if len(tensors) != expected:  # counted before anything is decoded
+        raise ReplyRejected(f"expected {expected} weight arrays")
+    arrays = []
+    for index, tensor in enumerate(tensors):
+        try:
+            array = bytes_to_ndarray(tensor)
+        except Exception as error:  # noqa: BLE001 - whatever NumPy says of bytes that are no array
+            raise ReplyRejected(f"weight array {index} does not decode as a NumPy array ({type(error).__name__})") from None
+        if not isinstance(array, np.ndarray):  # np.load of a zip archive gives an NpzFile
+            if hasattr(array, "close"):
+                array.close()
+            raise ReplyRejected(f"weight array {index} is not one .npy array")
+        arrays.append(array)
+    return arrays
 
 
 def check_fit_reply(reply: FitRes, global_arrays: Sequence[np.ndarray], bounds: ReplyBounds = ReplyBounds()) -> None:
@@ -101,24 +167,18 @@ def check_fit_reply(reply: FitRes, global_arrays: Sequence[np.ndarray], bounds: 
 
     Raises:
         ReplyRejected: a case count below 1 or above ``bounds.max_cases``; weights that do
-            not decode, differ in number, shape or dtype from the global model's, hold a NaN
-            or an infinity, or move a weight further than ``bounds.clipping_range``; a
-            metric that is not a finite number (or, for ``site-id``, not a site id).
+            not decode as one ``.npy`` array each, differ in number, shape or dtype from the
+            global model's, hold a NaN or an infinity, or move a weight further than
+            ``bounds.clipping_range``; a metric the server does not read, or outside its
+            range (``FIT_METRIC_RANGES``), or a ``site-id`` that is no site id.
     """
     _check_case_count(reply.num_examples, bounds, smallest=1)
-    try:
-        arrays = parameters_to_ndarrays(reply.parameters)
-    except Exception as error:  # noqa: BLE001 - whatever NumPy says of bytes that are no array
-        raise ReplyRejected(f"the weights do not decode as NumPy arrays ({type(error).__name__})") from None
-    if len(arrays) != len(global_arrays):
-        raise ReplyRejected(f"expected {len(global_arrays)} weight arrays, got {len(arrays)}")
+    arrays = _decoded(reply.parameters.tensors, len(global_arrays))
     for index, (array, reference) in enumerate(zip(arrays, global_arrays)):
         if tuple(array.shape) != tuple(reference.shape):
-            raise ReplyRejected(
-                f"weight array {index}: expected shape {tuple(reference.shape)}, got {tuple(array.shape)}"
-            )
+            raise ReplyRejected(f"weight array {index} does not have the global model's shape {tuple(reference.shape)}")
         if array.dtype != reference.dtype:
-            raise ReplyRejected(f"weight array {index}: expected {reference.dtype}, got {array.dtype}")
+            raise ReplyRejected(f"weight array {index} is not {reference.dtype} (the global model's dtype)")
         if not np.isfinite(array).all():
             raise ReplyRejected(f"weight array {index} holds a NaN or an infinity")
         if array.size and np.abs(array.astype(np.float64) - reference).max() > bounds.clipping_range:
@@ -126,17 +186,18 @@ def check_fit_reply(reply: FitRes, global_arrays: Sequence[np.ndarray], bounds: 
                 f"weight array {index} moves further from the global model than "
                 f"secure-aggregation-clipping-range = {bounds.clipping_range:g}"
             )
-    _check_metrics(reply.metrics)
+    _check_metrics(reply.metrics, FIT_METRIC_RANGES, keys.TRAIN_CASES, bounds)
 
 
 def check_evaluate_reply(reply: EvaluateRes, bounds: ReplyBounds = ReplyBounds()) -> None:
     """Raise ``ReplyRejected`` unless ``reply``'s loss, case count and metrics can be recorded and averaged.
 
     Raises:
-        ReplyRejected: a loss that is not a finite number; a case count that is not an
-            integer from 0 to ``bounds.max_cases``; a metric that is not a finite number
-            (or, for ``site-id``, not a site id).
+        ReplyRejected: a loss that is not a number within ``EVALUATION_LOSS_RANGE``; a
+            case count that is not an integer from 0 to ``bounds.max_cases``; a metric the
+            server does not read, or outside its range (``EVALUATE_METRIC_RANGES``), or a
+            ``site-id`` that is no site id.
     """
-    _check_number(reply.loss, "the loss")
+    _check_number(reply.loss, "the loss", EVALUATION_LOSS_RANGE)
     _check_case_count(reply.num_examples, bounds, smallest=0)
-    _check_metrics(reply.metrics)
+    _check_metrics(reply.metrics, EVALUATE_METRIC_RANGES, keys.EVALUATION_CASES, bounds)

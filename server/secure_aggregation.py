@@ -74,7 +74,7 @@ from segguided_federation.secure_protocol import (
     SURVIVORS,
     SessionId,
 )
-from server.failure_reasons import describe_failure
+from server.failure_reasons import NodeFailure, describe_failure
 from server.privacy_accountant import PrivacyAccountant, add_noise
 from server.prompt_grid import PromptGrid
 from server.secure_replies import (
@@ -212,7 +212,7 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
 
     @staticmethod
     def _fail(state: SecureWorkflowState, node: int, stage: str, reason: str) -> None:
-        state.failures.append(Exception(f"node {node}: {stage}: {reason}"))
+        state.failures.append(NodeFailure(node, f"{stage}: {reason}"))
         log.warning("node %d failed the %s stage: %s", node, stage, reason)
 
     @staticmethod

@@ -131,6 +131,7 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
         min_fit_clients=config.min_fit_clients,
         fit_config={keys.RUN_SEED: config.seed},
         reply_bounds=ReplyBounds.from_run_config(config),
+        secure_aggregation=config.secure_aggregation,
         listeners=listeners,
         validates_after=config.validates_after,
     )

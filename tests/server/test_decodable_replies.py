@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flwr.app import Message
+from flwr.app.error import Error
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 from flwr.server.strategy import FedAvg
@@ -136,3 +138,16 @@ def test_an_evaluation_reply_flower_cannot_decode_fails_only_its_sender(corrupti
     assert len(strategy.failures) == 1
     assert strategy.failures[0].startswith(f"node {MALICIOUS}: reply rejected: it is no Flower evaluation result")
     np.testing.assert_array_equal(global_model(context)[0], INITIAL[0])
+
+
+def test_an_error_reply_is_attributed_to_its_sender_whatever_its_text_says():
+    """A hospital's exception text naming another node cannot move the failure onto that node."""
+    forged = "<class 'RuntimeError'>:<'x\nSiteError: node 1: reply rejected: weight array 0 holds a NaN'>"
+
+    grid, context, strategy = _federation(lambda content: None)
+    grid.incoming = lambda stage, message: (
+        Message(metadata=message.metadata, error=Error(code=0, reason=forged))
+        if message.metadata.src_node_id == MALICIOUS else message
+    )
+    run_round(decodable_replies.fit_workflow, grid, context, 1)
+    assert len(strategy.failures) == 1 and strategy.failures[0].startswith(f"node {MALICIOUS}: ")

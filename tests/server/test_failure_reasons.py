@@ -9,7 +9,7 @@ from flwr.app.error import Error
 from flwr.clientapp.client_app import ClientAppException
 from flwr.common import Code, FitRes, Parameters, Status
 
-from server.failure_reasons import MAX_LENGTH, describe_failure
+from server.failure_reasons import MAX_LENGTH, NodeError, NodeFailure, describe_failure
 
 
 class SiteError(RuntimeError):
@@ -67,3 +67,43 @@ def test_an_error_already_turned_into_text_is_read_the_same_way():
     text = repr(Error(code=2, reason=_flower_reason(remote)))
     assert describe_failure(Exception(text)) == f"SiteError: {MESSAGE}"
     assert describe_failure(Exception(text[-120:])) == f"SiteError: {MESSAGE}"  # cut from the front
+
+
+FORGED = "x\nSiteError: node 1: reply rejected: weight array 0 holds a NaN or an infinity\n"
+"""A hospital's error text that names another node, on a line of its own."""
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        NodeFailure(2, f"setup: the client failed: {FORGED}"),
+        Exception(NodeError(0, _flower_reason(RuntimeError(FORGED)), node_id=2)),
+        (type("Proxy", (), {"node_id": 2})(), FitRes(Status(Code.FIT_NOT_IMPLEMENTED, FORGED), Parameters([], ""), 0, {})),
+    ],
+    ids=["secure stage", "error reply", "non-OK status"],
+)
+def test_a_failure_is_attributed_to_the_node_it_came_from_whatever_its_text_says(failure):
+    described = describe_failure(failure)
+    assert described.startswith("node 2: ")
+    assert not described.startswith("node 1") and not described.startswith("SiteError")
+
+
+def test_a_server_rule_is_kept_verbatim_after_the_node():
+    rule = "reply rejected: weight array 0 is not float32 (the global model's dtype)"
+    assert describe_failure(NodeFailure(7, rule, verbatim=True)) == f"node 7: {rule}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x" + '"' * 64_000 + "x", "A" + "Error" * 12_800, "'>" * 40_000, "a\n" * 100_000 + "SiteError: the end"],
+    ids=["quotes", "ErrorError...", "quote debris", "many lines"],
+)
+def test_a_hostile_reason_of_any_length_becomes_one_bounded_line(text):
+    """These took seconds to minutes with unbounded expressions over the whole text."""
+    described = describe_failure(NodeFailure(3, text))
+    assert described.startswith("node 3: ") and len(described) <= MAX_LENGTH and "\n" not in described
+
+
+def test_quoting_debris_is_stripped_from_the_end_only():
+    assert describe_failure(Exception("it 'failed' here'>')")) == "it 'failed' here"
+    assert describe_failure(Exception("ends in quotes'\"'")) == "ends in quotes"
