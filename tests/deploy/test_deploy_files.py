@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
 from flwr.superlink.routers.fleet.router import router as fleet_router
 from flwr.supernode.cli.flower_supernode import _parse_args_run_supernode
 from runbook import STEPS_RUN_BY_THE_DEPLOYMENT_TEST, expand, read_runbook
+from system_tools import require_commands
 
 from client.metrics_exporter import client_registry, record_failure, record_round
 from client.site_config import SiteConfig
@@ -114,8 +114,8 @@ def test_the_proxy_forwards_exactly_flowers_fleet_routes_and_nothing_else():
     assert variables == set(re.search(r"envsubst '([^']+)'", step).group(1).replace("$", "").split())
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("envsubst") is None, reason="needs nginx, envsubst")
 def test_the_rendered_proxy_configuration_is_valid_nginx(tmp_path):
+    require_commands({"nginx": "nginx-light", "envsubst": "gettext-base"})
     values = {"PUBLIC_BIND": "127.0.0.1", "PUBLIC_PORT": "19093", "CONTROL_PORT": "19091",
               "CREDS": str(tmp_path), "PROXY_DIR": str(tmp_path)}
     from segguided_tools.credentials import write_credentials
