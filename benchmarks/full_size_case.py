@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=240)
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--note", default="nothing else ran on it", help="what else ran on the machine, for the results")
     args = parser.parse_args()
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -97,16 +98,19 @@ def main() -> None:
         "# A full-size phantom case segmented (the README's picture)",
         "",
         f"`python benchmarks/full_size_case.py --cases {args.cases} --steps {args.steps} --patch {args.patch} "
-        f"--batch-size {args.batch_size}` on the project's 2-core CPU machine (shared with other jobs).",
+        f"--batch-size {args.batch_size}` on the project's 2-core CPU machine ({args.note}).",
         "",
         "| measure | value |",
         "|---|---:|",
         f"| phantom generation, one case at 1 mm (240×240×155) | {full_seconds:.1f} s |",
         f"| phantom generation, one case at 5 mm (48×48×31) | {coarse_seconds:.2f} s |",
         f"| {args.cases + 1} full-size cases written (one site + one held-out case, incl. NIfTI compression) | {data_seconds:.0f} s |",
-        f"| training: main job's network (width 8, 4 levels), {args.steps} steps of {args.batch_size}×{args.patch}³ patches | {train_seconds / 60:.1f} min |",
+        f"| training: main job's network (width {config.model_base_width}, {config.model_levels} levels, gates' hidden layer "
+        f"of {config.model_gate_hidden_channels}), {args.steps} steps of {args.batch_size}×{args.patch}³ patches | "
+        f"{train_seconds / 60:.1f} min |",
         f"| `segguided segment` of the held-out case (128³ windows) | {segment_seconds:.0f} s |",
         f"| Dice ET / TC / WT / mean | {scores['dice-et']:.3f} / {scores['dice-tc']:.3f} / {scores['dice-wt']:.3f} / {scores['dice-mean']:.3f} |",
+        f"| HD95 ET / TC / WT (mm) | {scores['hd95-et']:.1f} / {scores['hd95-tc']:.1f} / {scores['hd95-wt']:.1f} |",
         f"| attention maps: NCR on NCR / on ET | {scores['attention-dice-ncr']:.3f} / {scores['attention-ncr-on-et']:.3f} |",
         f"| attention maps: ET on ET / on NCR | {scores['attention-dice-et']:.3f} / {scores['attention-et-on-ncr']:.3f} |",
         f"| attention map: ED on ED | {scores['attention-dice-ed']:.3f} |",
