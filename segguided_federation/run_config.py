@@ -51,6 +51,11 @@ class RunConfig(KebabModel):
     client_wait_timeout: float = Field(
         300.0, gt=0.0, description="seconds to wait for min-available-clients SuperNodes before the run fails"
     )
+    reply_timeout: float = Field(
+        1800.0, gt=0.0,
+        description="seconds to wait for the sites' replies in plain training and in federated evaluation; "
+        "a site that has not answered by then fails the round (longer than local training)",
+    )
     fraction_evaluate: float = Field(1.0, ge=0.0, le=1.0, description="0 disables federated evaluation")
     evaluate_every: int = Field(
         1, ge=1, description="central validation and federated evaluation after every k-th round and the last"

@@ -59,39 +59,32 @@ RoundListener = Callable[[RoundRecord], None]
 """Called with each finished round's record (metrics exporters, progress bars)."""
 
 
-def _site_names(results: list[tuple[ClientProxy, FitRes | EvaluateRes]], owners: dict[str, int]) -> list[str]:
-    """The site id each reply claims (its node id when it claims none), or ``"<site> (node <id>)"``
-    where the claim is not that node's: a site id an earlier reply bound to another node
-    (``owners``, site id → node id, updated here), or one claimed by several replies of the
-    round none of which owns it. A hospital that claims another's id gets a row of its own
-    instead of writing into that hospital's, in this round and in any round the owner is absent."""
+def _site_names(results: list[tuple[ClientProxy, FitRes | EvaluateRes]]) -> list[str]:
+    """The site id each reply claims (its node id when it claims none), ``"<site> (node <id>)"`` for a
+    site id claimed by more than one reply of the round: a hospital that claims another's id
+    gets a row of its own instead of overwriting that hospital's."""
     claimed = [str(res.metrics.get(keys.SITE_ID, proxy.node_id)) for proxy, res in results]
     repeated = {name for name in claimed if claimed.count(name) > 1}
     if repeated:
         log.warning("site id(s) %s claimed by more than one node this round; recorded per node", sorted(repeated))
-    names = []
-    for name, (proxy, _) in zip(claimed, results):
-        owner = owners.get(name)
-        if owner is None and name not in repeated:
-            owner = owners[name] = proxy.node_id
-        if owner != proxy.node_id:
-            if owner is not None and name not in repeated:
-                log.warning("node %d claims site id %r, which node %d reported under first; recorded per node",
-                            proxy.node_id, name, owner)
-            name = f"{name} (node {proxy.node_id})"
-        names.append(name)
-    return names
+    return [
+        f"{name} (node {proxy.node_id})" if name in repeated else name
+        for name, (proxy, _) in zip(claimed, results)
+    ]
 
 
-def _numeric_metrics_by_site(
-    results: list[tuple[ClientProxy, FitRes | EvaluateRes]], owners: dict[str, int]
-) -> dict[str, dict[str, float]]:
-    """``{site id: {metric: value}}`` of the numeric metrics each client reported, in site order."""
-    by_site = {
+def _site_rows(
+    results: list[tuple[ClientProxy, FitRes | EvaluateRes]],
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """``{site id: {metric: value}}`` of the numeric metrics each client reported, in site order,
+    and ``{site id: node id}``: which node each row's claim came from (site ids are claims;
+    the node id is what SuperNode authentication vouches for)."""
+    names = _site_names(results)
+    rows = {
         name: {key: float(value) for key, value in res.metrics.items() if isinstance(value, (int, float))}
-        for name, (_, res) in zip(_site_names(results, owners), results)
+        for name, (_, res) in zip(names, results)
     }
-    return dict(sorted(by_site.items()))
+    return dict(sorted(rows.items())), {name: proxy.node_id for name, (proxy, _) in sorted(zip(names, results))}
 
 
 def _checked(results: list, check) -> tuple[list, list[NodeFailure]]:
@@ -168,8 +161,6 @@ class CheckpointedStrategy(Strategy):
         self.fit_config = fit_config
         self.reply_bounds = reply_bounds
         self.secure_aggregation = secure_aggregation
-        self.site_owners: dict[str, int] = {}
-        """Site id → the node that first reported under it in this process (``_site_names``)."""
         self.listeners = listeners
         self.validates_after = validates_after
         self._started: dict[str, float] = {}
@@ -225,7 +216,7 @@ class CheckpointedStrategy(Strategy):
         record.bytes_received = sum(len(t) for _, res in ordered for t in res.parameters.tensors)
         record.failures = [describe_failure(f) for f in failures]
         # Under secure aggregation results carry no per-site metrics: nothing is recorded.
-        record.site_training = _numeric_metrics_by_site([(p, r) for p, r in ordered if r.metrics], self.site_owners)
+        record.site_training, record.site_nodes["training"] = _site_rows([(p, r) for p, r in ordered if r.metrics])
         for reason in record.failures:
             log.warning("round %d: a client failed: %s", number, reason)
         client_seconds = [float(res.metrics.get(keys.CLIENT_SECONDS, 0.0)) for _, res in ordered]
@@ -358,7 +349,7 @@ class CheckpointedStrategy(Strategy):
             log.info("round %d: %d of %d site(s) kept their federated-evaluation metrics (site config "
                      "share-evaluation-metrics); central validation is this round's quality signal",
                      number, len(results) - len(shared), len(results))
-        record.site_evaluation = _numeric_metrics_by_site(shared, self.site_owners)
+        record.site_evaluation, record.site_nodes["evaluation"] = _site_rows(shared)
         record.site_evaluation_finished = True
         record.evaluation_failures = [describe_failure(failure) for failure in failures]
         for reason in record.evaluation_failures:

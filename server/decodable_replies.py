@@ -9,13 +9,19 @@ workflows over a grid that first tries that conversion on each reply and, where 
 hands the workflow an error reply from the same node instead, which the workflow counts
 as that node's failure (``failure_reasons.describe_failure`` reads it, with the node id the
 reply came from) while the others aggregate. What the decoded replies hold is checked next, by ``plain_replies``.
+
+Flower's workflows also wait for replies without a deadline (a message's TTL, 12 h), so
+one hospital that takes its instructions and never answers held every round. The grid
+waits at most ``reply-timeout`` seconds and turns each site still silent then into an
+error reply of its own, a failure of that site.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterable
 
-from flwr.app import Message, RecordDict
+from flwr.app import Message, Metadata, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext
@@ -42,18 +48,28 @@ class DecodableRepliesGrid:
         decode: what the workflow will do with each reply's content (it must keep the
             content intact: ``keep_input=True``).
         kind: what the reply should have been, for the failure message (``"training result"``).
+        timeout: seconds to wait for replies when the workflow sets no deadline (run config
+            ``reply-timeout``); a node silent by then gets an error reply. ``None``: wait as
+            Flower does.
     """
 
-    def __init__(self, grid: Grid, decode: Decode, kind: str) -> None:
+    def __init__(self, grid: Grid, decode: Decode, kind: str, timeout: float | None = None) -> None:
         self._grid = grid
         self._decode = decode
         self._kind = kind
+        self._timeout = timeout
 
     def __getattr__(self, name: str):
         return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        return [self._decodable(reply) for reply in self._grid.send_and_receive(messages, timeout=timeout)]
+        messages = list(messages)
+        timeout = self._timeout if timeout is None else timeout
+        replies = [self._decodable(reply) for reply in self._grid.send_and_receive(messages, timeout=timeout)]
+        if timeout is not None:
+            answered = {reply.metadata.src_node_id for reply in replies}
+            replies += [_silent(message, timeout) for message in messages if message.metadata.dst_node_id not in answered]
+        return replies
 
     def _decodable(self, reply: Message) -> Message:
         node = reply.metadata.src_node_id
@@ -67,13 +83,28 @@ class DecodableRepliesGrid:
         return reply
 
 
-def fit_workflow(grid: Grid, context: LegacyContext) -> None:
-    """Flower's ``default_fit_workflow``, where a reply it cannot decode fails only its sender."""
-    default_fit_workflow(DecodableRepliesGrid(grid, _decode_fit_result, "training result"), context)
+def _silent(message: Message, timeout: float) -> Message:
+    """The error reply of a node that did not answer ``message`` within ``timeout`` seconds."""
+    sent = message.metadata
+    metadata = Metadata(
+        run_id=sent.run_id, message_id="", src_node_id=sent.dst_node_id, dst_node_id=sent.src_node_id,
+        reply_to_message_id=sent.message_id, group_id=sent.group_id, created_at=time.time(), ttl=sent.ttl,
+        message_type=sent.message_type,
+    )
+    reason = f"no reply within reply-timeout = {timeout:g} s"
+    return Message(metadata=metadata, error=NodeError(ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason, sent.dst_node_id,
+                                                     verbatim=True))
 
 
-def evaluate_workflow(grid: Grid, context: LegacyContext) -> None:
-    """Flower's ``default_evaluate_workflow``, where a reply it cannot decode fails only its sender."""
+def fit_workflow(grid: Grid, context: LegacyContext, timeout: float | None = None) -> None:
+    """Flower's ``default_fit_workflow``, where a reply it cannot decode, or none within ``timeout`` seconds,
+    fails only its sender."""
+    default_fit_workflow(DecodableRepliesGrid(grid, _decode_fit_result, "training result", timeout), context)
+
+
+def evaluate_workflow(grid: Grid, context: LegacyContext, timeout: float | None = None) -> None:
+    """Flower's ``default_evaluate_workflow``, where a reply it cannot decode, or none within ``timeout``
+    seconds, fails only its sender."""
     default_evaluate_workflow(
-        DecodableRepliesGrid(grid, compat.recorddict_to_evaluateres, "evaluation result"), context
+        DecodableRepliesGrid(grid, compat.recorddict_to_evaluateres, "evaluation result", timeout), context
     )

@@ -19,6 +19,7 @@ reply of quotes or of ``ErrorErrorError...`` took minutes with the earlier ones)
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from flwr.app.error import Error
 from flwr.common import EvaluateRes, FitRes
@@ -30,7 +31,8 @@ MAX_LENGTH = 300
 MAX_INPUT = 16_384
 """Characters of a reason read (its end, where a traceback's exception line is)."""
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ANSI = re.compile(r"\x1b(?:\[[0-?]{0,64}[ -/]{0,8}[@-~]|[@-Z\\-_])")
+"""Terminal escape sequences: colours, cursor movements, line erasing (CSI) and two-character escapes."""
 _CLASS_WRAPPER = re.compile(r"^<class '(?P<type>[\w.]+)'>:<'(?P<message>.*)'>$", re.DOTALL)
 _EXCEPTION_LINE = re.compile(
     r"^(?:[\w.]{1,200}\.)?(?P<name>[A-Z]\w{0,80}?(?:Error|Exception|Refused|Failed|Interrupt)\w{0,40}): (?P<message>.+)$"
@@ -40,6 +42,7 @@ _ERROR_REPR = re.compile(r"^Error\(code=(?P<code>\d+), reason=(?P<quote>['\"])(?
 _REVERSED_DEBRIS = re.compile(r"""\)?['"]?>['"]|\)['"]|['"]+""")
 """What Flower's quoting leaves at the end of a cut-off reason (``'>``, ``'>')``, ``')``, quotes), reversed:
 matched once at the start of the reversed line instead of searched for at every position of it."""
+_NODE_PREFIX = re.compile(r"^(?:\s*node\s*\d{1,30}\s*:\s*){1,10}", re.IGNORECASE)
 _NOISE = ("Traceback (most recent call last)", "File \"", "^", "~", "The above exception", "During handling")
 
 
@@ -111,11 +114,22 @@ def _without_debris(line: str) -> str:
     return line[: len(line) - debris.end()] if debris else line
 
 
-def _reduced(text: str) -> str:
-    """A reason's exception line, one line, without Flower's wrapping and quoting."""
+def _printable(line: str) -> str:
+    """``line`` without control and format characters (Unicode category C: backspaces, cursor
+    movements, bidi overrides), which could make a terminal show another node's name, and
+    without a leading ``node <id>:`` that would read as the server's attribution."""
+    line = _ANSI.sub("", line)
+    line = "".join(character for character in line if not unicodedata.category(character).startswith("C"))
+    return _NODE_PREFIX.sub("", line)
+
+
+def reduced_reason(text: str) -> str:
+    """A hospital's error text as one printable line: its exception line, without Flower's
+    wrapping and quoting, control characters or a ``node <id>:`` of its own; the last
+    ``MAX_INPUT`` characters read."""
     text = text[-MAX_INPUT:]
     line = _last_meaningful_line(_unwrap(text)) or text.strip()
-    line = " ".join(line.split())
+    line = " ".join(_printable(line).split())
     if match := _EXCEPTION_LINE.match(line):
         line = f"{match['name']}: {match['message']}"
     return _without_debris(line)
@@ -147,7 +161,7 @@ def describe_failure(failure: Failure) -> str:
     else:
         proxy, result = failure
         node, text = proxy.node_id, result.status.message
-    line = " ".join(text[:MAX_INPUT].split()) if verbatim else (_reduced(text) or " ".join(text[-MAX_INPUT:].split()))
+    line = " ".join(text[:MAX_INPUT].split()) if verbatim else (reduced_reason(text) or "no reason given")
     if node is not None:
         line = f"node {node}: {line}"
     return line if len(line) <= MAX_LENGTH else line[: MAX_LENGTH - 1] + "…"

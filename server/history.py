@@ -51,6 +51,8 @@ class RoundRecord:
     central: dict[str, float] = field(default_factory=dict)
     site_training: dict[str, dict[str, float]] = field(default_factory=dict)
     site_evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
+    site_nodes: dict[str, dict[str, int]] = field(default_factory=dict)
+    """``{"training" | "evaluation": {site id: node id}}``: the node each site row's claim came from."""
     clients_selected: int = 0
     clients_succeeded: int = 0
     clients_failed: int = 0
@@ -70,6 +72,7 @@ class RoundRecord:
             "central": self.central,
             "site-training": self.site_training,
             "site-evaluation": self.site_evaluation,
+            "site-nodes": self.site_nodes,
             "clients-selected": self.clients_selected,
             "clients-succeeded": self.clients_succeeded,
             "clients-failed": self.clients_failed,
@@ -89,6 +92,7 @@ class RoundRecord:
             central=dict(data.get("central", {})),
             site_training=dict(data.get("site-training", {})),
             site_evaluation=dict(data.get("site-evaluation", {})),
+            site_nodes={phase: dict(nodes) for phase, nodes in data.get("site-nodes", {}).items()},
             clients_selected=int(data.get("clients-selected", 0)),
             clients_succeeded=int(data.get("clients-succeeded", 0)),
             clients_failed=int(data.get("clients-failed", 0)),
@@ -123,6 +127,8 @@ class RoundRecord:
             row.update({f"{site}:eval:{key}": value for key, value in metrics.items()})
         for site, metrics in sorted(self.site_training.items()):
             row.update({f"{site}:train:{key}": value for key, value in metrics.items()})
+        for phase, nodes in sorted(self.site_nodes.items()):
+            row.update({f"{site}:{phase}:node-id": node for site, node in sorted(nodes.items())})
         return row
 
 

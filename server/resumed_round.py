@@ -13,7 +13,6 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.default_workflows import default_init_params_workflow
 from flwr.serverapp import Grid
 
-from server import decodable_replies
 from server.history import RoundRecord
 
 
@@ -49,11 +48,14 @@ class EvaluateInterruptedRound:
 
     Args:
         fit_workflow: the run's fit workflow (``decodable_replies.fit_workflow``, or secure aggregation).
+        evaluate_workflow: the run's evaluate workflow (``decodable_replies.evaluate_workflow``
+            with the run's ``reply-timeout``).
         pending: whether the resumed round still needs its federated evaluation.
     """
 
-    def __init__(self, fit_workflow: Workflow | None, pending: bool) -> None:
-        self.fit_workflow = fit_workflow or decodable_replies.fit_workflow
+    def __init__(self, fit_workflow: Workflow, evaluate_workflow: Workflow, pending: bool) -> None:
+        self.fit_workflow = fit_workflow
+        self.evaluate_workflow = evaluate_workflow
         self.pending = pending
 
     def __call__(self, grid: Grid, context: LegacyContext) -> None:
@@ -63,13 +65,13 @@ class EvaluateInterruptedRound:
             current = cast(int, configs[WorkflowKey.CURRENT_ROUND])
             configs[WorkflowKey.CURRENT_ROUND] = 0
             try:
-                decodable_replies.evaluate_workflow(grid, context)
+                self.evaluate_workflow(grid, context)
             finally:
                 configs[WorkflowKey.CURRENT_ROUND] = current
         self.fit_workflow(grid, context)
 
 
-def evaluate_interrupted_round(grid: Grid, context: LegacyContext) -> None:
+def evaluate_interrupted_round(grid: Grid, context: LegacyContext, evaluate_workflow: Workflow) -> None:
     """Only the federated evaluation of the resumed checkpoint's round: a run killed during its last round's evaluation.
 
     With no round left to train, ``EvaluateInterruptedRound`` never runs; this uses the
@@ -84,7 +86,7 @@ def evaluate_interrupted_round(grid: Grid, context: LegacyContext) -> None:
         configs = ConfigRecord()
         configs[WorkflowKey.CURRENT_ROUND] = 0
         context.state.config_records[MAIN_CONFIGS_RECORD] = configs
-        decodable_replies.evaluate_workflow(grid, context)
+        evaluate_workflow(grid, context)
     finally:
         stop.set()
         thread.join()

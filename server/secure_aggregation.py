@@ -212,8 +212,9 @@ class SecureAggregationWorkflow(SecAggPlusWorkflow):
 
     @staticmethod
     def _fail(state: SecureWorkflowState, node: int, stage: str, reason: str) -> None:
-        state.failures.append(NodeFailure(node, f"{stage}: {reason}"))
-        log.warning("node %d failed the %s stage: %s", node, stage, reason)
+        failure = NodeFailure(node, f"{stage}: {reason}", verbatim=True)  # the hospital's part is reduced already
+        state.failures.append(failure)
+        log.warning("%s", describe_failure(failure))
 
     @staticmethod
     def _configs_record(stage: str, values: dict) -> RecordDict:

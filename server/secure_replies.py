@@ -41,6 +41,7 @@ from segguided_federation.secure_protocol import (
     SessionId,
     load_agreement_key,
 )
+from server.failure_reasons import reduced_reason
 
 RECORD_OVERHEAD_BYTES = 64 * 1024
 """Room in any reply for Flower's own records (status, empty FitRes) beyond the stage's payload."""
@@ -97,7 +98,7 @@ def content_size(message: Message) -> int:
 
 def _configs(reply: Message, payload_bytes: int) -> ConfigRecord:
     if reply.has_error():
-        raise ReplyRejected(f"the client failed: {reply.error.reason}")
+        raise ReplyRejected(f"the client failed: {reduced_reason(reply.error.reason or '')}")
     if content_size(reply) > payload_bytes + RECORD_OVERHEAD_BYTES:
         raise ReplyRejected(f"reply larger than the stage allows ({payload_bytes + RECORD_OVERHEAD_BYTES} bytes)")
     if RECORD_KEY_CONFIGS not in reply.content.config_records:

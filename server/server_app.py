@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import torch
 from flwr.app import Context
@@ -27,7 +28,7 @@ from server.central_validation import (
     central_validation_folder,
 )
 from server.checkpointed_strategy import CheckpointedStrategy
-from server.decodable_replies import evaluate_workflow
+from server import decodable_replies
 from server.history import RunHistory
 from server.metrics_exporter import ServerMetrics
 from server.plain_replies import ReplyBounds
@@ -150,8 +151,11 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
             strategy=strategy,
             client_manager=PatientClientManager(config.client_wait_timeout),
         )
+        # Plain training and federated evaluation: a reply Flower cannot decode, or none within
+        # reply-timeout, fails only its site (server/decodable_replies.py).
+        evaluate_workflow = partial(decodable_replies.evaluate_workflow, timeout=config.reply_timeout)
         if remaining > 0:
-            fit_workflow = None
+            fit_workflow = partial(decodable_replies.fit_workflow, timeout=config.reply_timeout)
             if config.secure_aggregation:
                 settings = SecureAggregationSettings.from_run_config(config)
                 fit_workflow = SecureAggregationWorkflow(
@@ -161,12 +165,11 @@ def _run_rounds(grid: Grid, context: Context, config: RunConfig, folder: RunFold
                     round_offset=completed_rounds,
                 )
             DefaultWorkflow(
-                fit_workflow=EvaluateInterruptedRound(fit_workflow, pending=unscored), evaluate_workflow=evaluate_workflow
-            )(
-                PromptGrid(grid, round_offset=completed_rounds), legacy_context
-            )
+                fit_workflow=EvaluateInterruptedRound(fit_workflow, evaluate_workflow, pending=unscored),
+                evaluate_workflow=evaluate_workflow,
+            )(PromptGrid(grid, round_offset=completed_rounds), legacy_context)
         elif unscored:
-            evaluate_interrupted_round(PromptGrid(grid, round_offset=completed_rounds), legacy_context)
+            evaluate_interrupted_round(PromptGrid(grid, round_offset=completed_rounds), legacy_context, evaluate_workflow)
     finally:
         if endpoint is not None:
             endpoint.close()

@@ -8,6 +8,8 @@ project's workflows record the node's failure and aggregate the other three exac
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from flwr.app import Message
@@ -151,3 +153,16 @@ def test_an_error_reply_is_attributed_to_its_sender_whatever_its_text_says():
     )
     run_round(decodable_replies.fit_workflow, grid, context, 1)
     assert len(strategy.failures) == 1 and strategy.failures[0].startswith(f"node {MALICIOUS}: ")
+
+
+def test_a_site_that_never_answers_fails_the_round_for_itself_only():
+    """Flower's workflows wait for a reply until the message's TTL (12 h); with reply-timeout the site fails."""
+    grid, context, strategy = _federation(lambda content: None)
+    grid.silence = lambda stage, node, server_round: node == MALICIOUS
+    aggregated = run_round(partial(decodable_replies.fit_workflow, timeout=5.0), grid, context, 1)
+
+    honest = [node for node in CASES if node != MALICIOUS]
+    total = sum(CASES[node] for node in honest)
+    expected = sum(CASES[node] * Hospital(node).update[0] for node in honest) / total
+    np.testing.assert_allclose(aggregated[0], expected, rtol=1e-6)
+    assert strategy.failures == [f"node {MALICIOUS}: no reply within reply-timeout = 5 s"]

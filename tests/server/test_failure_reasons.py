@@ -5,6 +5,7 @@ from __future__ import annotations
 import traceback
 
 import pytest
+from flwr.app import ConfigRecord, RecordDict
 from flwr.app.error import Error
 from flwr.clientapp.client_app import ClientAppException
 from flwr.common import Code, FitRes, Parameters, Status
@@ -107,3 +108,31 @@ def test_a_hostile_reason_of_any_length_becomes_one_bounded_line(text):
 def test_quoting_debris_is_stripped_from_the_end_only():
     assert describe_failure(Exception("it 'failed' here'>')")) == "it 'failed' here"
     assert describe_failure(Exception("ends in quotes'\"'")) == "ends in quotes"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\b" * 10 + "node 1: SiteError: x", "\x1b[2K\x1b[1Gnode 1: SiteError: x", "\u202enode 1: SiteError: x",
+     "node 1: node 4: SiteError: x"],
+    ids=["backspaces", "cursor movement", "bidi override", "a node prefix of its own"],
+)
+def test_a_hospitals_text_cannot_make_a_terminal_show_another_node(text):
+    assert describe_failure(NodeFailure(3, text)) == "node 3: SiteError: x"
+    wrapped = describe_failure(NodeFailure(3, _flower_reason(RuntimeError(text))))
+    assert wrapped.startswith("node 3: RuntimeError: ") and wrapped.isprintable()
+
+
+def test_the_secure_path_reduces_a_clients_error_before_it_is_recorded_or_logged():
+    from flwr.app import Message
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+    from in_process_federation import InProcessGrid
+
+    from server.secure_replies import ReplyRejected, read_survivors_signature
+
+    request = InProcessGrid({}, {}).create_message(RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({Key.STAGE: "x"})}),
+                                                   "train", 1, "1")
+    request.metadata.__dict__["_message_id"] = "m"
+    reply = Message(Error(code=0, reason="A" * 2_000_000 + "\nnode 1: SiteError: fake"), reply_to=request)
+    with pytest.raises(ReplyRejected) as rejected:
+        read_survivors_signature(reply, b"identity", b"message")
+    assert str(rejected.value) == "the client failed: SiteError: fake"

@@ -22,7 +22,7 @@ from segguided_federation import metric_keys as keys
 from segguided_federation.run_config import RunConfig
 from segguided_model.state_arrays import model_to_arrays
 from server.checkpointed_strategy import CheckpointedStrategy
-from server.history import RunHistory
+from server.history import RoundRecord, RunHistory
 from server.plain_replies import ReplyBounds
 from server.strategies import weighted_mean_metrics
 
@@ -265,18 +265,19 @@ def test_the_bounds_come_from_the_run_config(tmp_path):
     assert failures[1].startswith("node 3:") and "secure-aggregation-clipping-range = 0.3" in failures[1]
 
 
-def test_a_site_id_stays_with_the_node_that_first_reported_under_it(tmp_path):
-    """An impostor claiming hospital-a's id in a round hospital-a misses gets a row of its own."""
+def test_every_site_row_records_the_node_its_claim_came_from(tmp_path):
+    """Site ids are claims: an impostor in a round the real hospital misses is visible by its node id."""
     strategy = _strategy(tmp_path)
     strategy.aggregate_evaluate(1, [(_Proxy(1), _evaluation(0.2, 4, {"dice-mean": 0.8}, "hospital-a"))], [])
     strategy.aggregate_evaluate(2, [(_Proxy(2), _evaluation(0.9, 4, {"dice-mean": 0.1}, "hospital-a"))], [])
-    strategy.aggregate_evaluate(3, [(_Proxy(1), _evaluation(0.2, 4, {"dice-mean": 0.7}, "hospital-a")),
-                                    (_Proxy(2), _evaluation(0.9, 4, {"dice-mean": 0.1}, "hospital-a"))], [])
-    assert list(strategy.history.round(2).site_evaluation) == ["hospital-a (node 2)"]
-    assert strategy.history.round(3).site_evaluation == {
-        "hospital-a": {"dice-mean": 0.7, keys.EVALUATION_CASES: 4.0},
-        "hospital-a (node 2)": {"dice-mean": 0.1, keys.EVALUATION_CASES: 4.0},
-    }
+    assert strategy.history.round(1).site_nodes == {"evaluation": {"hospital-a": 1}}
+    assert strategy.history.round(2).site_nodes == {"evaluation": {"hospital-a": 2}}
+    strategy.history.write()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "metrics.csv").read_text())))
+    assert [row["hospital-a:evaluation:node-id"] for row in rows] == ["1", "2"]
+    stored = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    assert [RoundRecord.from_json(record).site_nodes for record in stored] == [
+        {"evaluation": {"hospital-a": 1}}, {"evaluation": {"hospital-a": 2}}]
 
 
 def test_no_site_can_write_another_sites_csv_columns(tmp_path):

@@ -75,3 +75,9 @@ def test_wrapping_twice_keeps_one_wrapper_and_its_offset():
     outer = PromptGrid(inner)
     assert outer.unwrapped is inner.unwrapped and outer.round_offset == 7
     assert outer.get_node_ids() == [1, 2, 3]
+
+
+def test_a_stage_with_a_deadline_returns_the_replies_in_by_then():
+    """A site that never answers cannot hold the round past its deadline (run config reply-timeout)."""
+    replies = PromptGrid(SlowSites(delay=1.0)).send_and_receive(_messages(), timeout=1.5)
+    assert [reply.metadata.reply_to_message_id for reply in replies] == ["m0"]
