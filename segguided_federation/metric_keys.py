@@ -47,6 +47,8 @@ PROXIMAL_MU = "proximal_mu"
 # Training results
 SITE_ID = "site-id"
 SITE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+SITE_ID_RULE = "1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+"""``SITE_ID_PATTERN`` in words, for error messages."""
 """What a site id may be (``fullmatch``): a site config's ``site-id`` must match it, a default taken from
 a data folder's name is made to, and the server refuses a reply claiming any other (so that no claim can
 look like the ``"<site> (node <id>)"`` rows it writes for an id claimed twice)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from segguided_federation.metric_keys import SITE_ID_PATTERN
+from segguided_federation.metric_keys import SITE_ID_PATTERN, SITE_ID_RULE
 from segguided_federation.redaction import RedactedError
 from segguided_federation.run_config import RunConfig, default_cache_dir
 from segguided_federation.synthetic_data import synthetic_federation
@@ -89,10 +89,7 @@ def _site_folder(node_config: Mapping[str, Any], config: RunConfig) -> tuple[str
         data_dir = Path(str(node_config["data-path"])).expanduser()
         site_id = str(node_config.get("site-id", folder_site_id(data_dir.name)))
         if not SITE_ID_PATTERN.fullmatch(site_id):
-            raise SiteError(
-                f"node config site-id={site_id!r} is not a site id: 1 to 63 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
+            raise SiteError(f"node config site-id={site_id!r} is not a site id: {SITE_ID_RULE}")
         return site_id, data_dir, site_cache_dir(data_dir, node_config.get("cache-dir"))
     if "partition-id" not in node_config:
         raise SiteError("node config has neither data-path (deployment) nor partition-id (simulation)")

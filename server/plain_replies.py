@@ -127,10 +127,7 @@ def _check_metrics(metrics: Mapping[str, Scalar], ranges: Mapping[str, Range], c
     for key, value in metrics.items():
         if key == keys.SITE_ID:
             if not isinstance(value, str) or not keys.SITE_ID_PATTERN.fullmatch(value):
-                raise ReplyRejected(
-                    f"metric {keys.SITE_ID!r} is not a site id (1 to 63 letters, digits, '.', '_' or '-', "
-                    "starting with a letter or digit)"
-                )
+                raise ReplyRejected(f"metric {keys.SITE_ID!r} is not a site id ({keys.SITE_ID_RULE})")
         elif key == counts:
             _check_number(value, f"metric {counts!r}", (0, bounds.max_cases))
         elif key in ranges:
