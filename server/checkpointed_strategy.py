@@ -238,10 +238,11 @@ class CheckpointedStrategy(Strategy):
         started = time.perf_counter()
         parameters, metrics = self.inner.aggregate_fit(number, ordered, failures)
         if parameters is not None:  # FedAdam/FedYogi answer in float64: sent as is, it doubled every download
-            parameters = ndarrays_to_parameters([
-                array.astype(reference.dtype, copy=False)
-                for array, reference in zip(parameters_to_ndarrays(parameters), global_arrays)
-            ])
+            arrays = parameters_to_ndarrays(parameters)
+            if any(array.dtype != reference.dtype for array, reference in zip(arrays, global_arrays)):
+                parameters = ndarrays_to_parameters(
+                    [array.astype(reference.dtype) for array, reference in zip(arrays, global_arrays)]
+                )
         record.timing["aggregation-seconds"] = time.perf_counter() - started
         return parameters, metrics
 
