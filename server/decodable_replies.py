@@ -18,6 +18,7 @@ error reply of its own, a failure of that site.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable, Iterable
 
@@ -29,6 +30,8 @@ from flwr.server.workflow.default_workflows import default_evaluate_workflow, de
 from flwr.serverapp import Grid
 
 from server.failure_reasons import NodeError
+
+log = logging.getLogger(__name__)
 
 Decode = Callable[[RecordDict], object]
 
@@ -65,10 +68,16 @@ class DecodableRepliesGrid:
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         messages = list(messages)
         timeout = self._timeout if timeout is None else timeout
-        replies = [self._decodable(reply) for reply in self._grid.send_and_receive(messages, timeout=timeout)]
+        asked = {message.metadata.dst_node_id for message in messages}
+        first: dict[int, Message] = {}  # one reply per node asked, as the secure workflow keeps
+        for reply in self._grid.send_and_receive(messages, timeout=timeout):
+            if reply.metadata.src_node_id in asked and reply.metadata.src_node_id not in first:
+                first[reply.metadata.src_node_id] = reply
+            else:
+                log.warning("node %d: a reply beyond its first, or unasked, left out", reply.metadata.src_node_id)
+        replies = [self._decodable(reply) for reply in first.values()]
         if timeout is not None:
-            answered = {reply.metadata.src_node_id for reply in replies}
-            replies += [_silent(message, timeout) for message in messages if message.metadata.dst_node_id not in answered]
+            replies += [_silent(message, timeout) for message in messages if message.metadata.dst_node_id not in first]
         return replies
 
     def _decodable(self, reply: Message) -> Message:

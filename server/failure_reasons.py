@@ -42,7 +42,7 @@ _ERROR_REPR = re.compile(r"^Error\(code=(?P<code>\d+), reason=(?P<quote>['\"])(?
 _REVERSED_DEBRIS = re.compile(r"""\)?['"]?>['"]|\)['"]|['"]+""")
 """What Flower's quoting leaves at the end of a cut-off reason (``'>``, ``'>')``, ``')``, quotes), reversed:
 matched once at the start of the reversed line instead of searched for at every position of it."""
-_NODE_PREFIX = re.compile(r"^(?:\s*node\s*\d{1,30}\s*:\s*){1,10}", re.IGNORECASE)
+_NODE_PREFIX = re.compile(r"^(?:\s*node\s*\d{1,30}\s*:\s*)+", re.IGNORECASE)
 _NOISE = ("Traceback (most recent call last)", "File \"", "^", "~", "The above exception", "During handling")
 
 

@@ -166,3 +166,25 @@ def test_a_site_that_never_answers_fails_the_round_for_itself_only():
     expected = sum(CASES[node] * Hospital(node).update[0] for node in honest) / total
     np.testing.assert_allclose(aggregated[0], expected, rtol=1e-6)
     assert strategy.failures == [f"node {MALICIOUS}: no reply within reply-timeout = 5 s"]
+
+
+def test_a_second_reply_or_one_from_a_node_not_asked_is_left_out():
+    """One node must not weigh twice in FedAvg, nor an unasked node at all (the secure workflow keeps the same rule)."""
+    grid, context, strategy = _federation(lambda content: None)
+    deliver = grid._deliver
+
+    def twice(message):
+        reply = deliver(message)
+        if message.metadata.dst_node_id == MALICIOUS and reply is not None:
+            grid.extra.append(reply)
+        return reply
+
+    grid.extra = []
+    grid._deliver = twice
+    pull = grid.pull_messages
+    grid.pull_messages = lambda ids: [*pull(ids), *grid.extra]
+    aggregated = run_round(partial(decodable_replies.fit_workflow, timeout=5.0), grid, context, 1)
+
+    total = sum(CASES.values())
+    expected = sum(CASES[node] * Hospital(node).update[0] for node in CASES) / total
+    np.testing.assert_allclose(aggregated[0], expected, rtol=1e-6)

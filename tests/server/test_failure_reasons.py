@@ -136,3 +136,8 @@ def test_the_secure_path_reduces_a_clients_error_before_it_is_recorded_or_logged
     with pytest.raises(ReplyRejected) as rejected:
         read_survivors_signature(reply, b"identity", b"message")
     assert str(rejected.value) == "the client failed: SiteError: fake"
+
+
+def test_any_number_of_node_prefixes_of_its_own_is_removed():
+    assert describe_failure(NodeFailure(3, "node 5: " * 11 + "boom")) == "node 3: boom"
+    assert describe_failure(NodeFailure(3, "node 5: " * 100_000 + "boom")).startswith("node 3: ")
